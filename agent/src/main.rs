@@ -1,0 +1,53 @@
+//! `postern-agent`: configured entirely by `POSTERN_*` environment variables.
+#![forbid(unsafe_code)]
+
+use postern_agent::{AgentConfig, config::VARS};
+use postern_tunnel::env::Env;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let env = Env::from_process();
+    init_logging(&env);
+    let config = match AgentConfig::from_env(&env) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("postern-agent: configuration error: {e}");
+            std::process::exit(2);
+        }
+    };
+    for var in env.unknown("POSTERN_", VARS) {
+        tracing::warn!(%var, "unknown POSTERN_ variable ignored (a typo?)");
+    }
+    tracing::info!(config = ?config, "starting agent");
+    let agent = postern_agent::spawn(config)?;
+    shutdown_signal().await;
+    tracing::info!("stopping");
+    agent.stop().await;
+    Ok(())
+}
+
+fn init_logging(env: &Env) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if env.raw("POSTERN_LOG_FORMAT") == Some("text") {
+        builder.init();
+    } else {
+        builder.json().with_current_span(true).init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

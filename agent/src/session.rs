@@ -1,0 +1,86 @@
+//! One session on the agent: dial the target, attach a data stream, splice.
+
+use postern_tunnel::FrameStream;
+use postern_tunnel::auth::{SESSION_HEADER, set_bearer};
+use postern_tunnel::frame::MAX_MESSAGE_SIZE;
+use postern_tunnel::proto::agent_message::Kind as AgentKind;
+use postern_tunnel::proto::agent_tunnel_client::AgentTunnelClient;
+use postern_tunnel::proto::{AgentMessage, SessionRejected, SessionRequest};
+use postern_tunnel::stream::{outgoing_channel, splice};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tonic::metadata::AsciiMetadataValue;
+use tonic::transport::Channel;
+use tracing::{debug, info, warn};
+
+use crate::config::AgentConfig;
+
+pub(crate) async fn serve(
+    request: SessionRequest,
+    config: AgentConfig,
+    channel: Channel,
+    control: mpsc::Sender<AgentMessage>,
+) {
+    let mut socket = match dial(&request.target, &config).await {
+        Ok(socket) => socket,
+        Err(reason) => {
+            warn!(%reason, "session rejected");
+            let rejected = AgentMessage {
+                kind: Some(AgentKind::SessionRejected(SessionRejected {
+                    session_id: request.session_id,
+                    reason,
+                })),
+            };
+            let _ = control.send(rejected).await;
+            return;
+        }
+    };
+
+    let (outgoing, body) = outgoing_channel();
+    let mut attach = tonic::Request::new(body);
+    let metadata = attach.metadata_mut();
+    if let Err(e) = set_bearer(metadata, &config.token) {
+        warn!(error = %e, "cannot attach");
+        return;
+    }
+    let Ok(session_id) = AsciiMetadataValue::try_from(request.session_id.as_str()) else {
+        warn!("session id is not valid metadata");
+        return;
+    };
+    metadata.insert(SESSION_HEADER, session_id);
+    let mut client = AgentTunnelClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE);
+    let inbound = match client.attach(attach).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => {
+            warn!(code = ?status.code(), "gateway refused the attach: {}", status.message());
+            return;
+        }
+    };
+    debug!("attached");
+    let mut frames = FrameStream::new(inbound, outgoing, Some(config.keepalive_interval));
+    match splice(&mut socket, &mut frames).await {
+        Ok((to_user, from_user)) => {
+            info!(bytes_up = from_user, bytes_down = to_user, "session ended")
+        }
+        Err(e) => {
+            info!(error = %e, "session ended with an error");
+            frames.abort(&format!("agent: {e}"));
+        }
+    }
+}
+
+async fn dial(target: &str, config: &AgentConfig) -> Result<TcpStream, String> {
+    match tokio::time::timeout(config.dial_timeout, TcpStream::connect(target)).await {
+        Err(_) => Err(format!(
+            "timed out dialing {target} after {} ms",
+            config.dial_timeout.as_millis()
+        )),
+        Ok(Err(e)) => Err(format!("cannot reach {target}: {e}")),
+        Ok(Ok(socket)) => {
+            let _ = socket.set_nodelay(true);
+            Ok(socket)
+        }
+    }
+}

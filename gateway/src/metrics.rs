@@ -1,0 +1,137 @@
+//! Prometheus metrics of one replica. Names and labels are documented in the README.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Direction {
+    /// From the user towards the target.
+    Up,
+    /// From the target towards the user.
+    Down,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    direction: Direction,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+/// Why a request or session failed; one label value each.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum ErrorKind {
+    Unauthenticated,
+    Forbidden,
+    BadRequest,
+    NotFound,
+    AgentOffline,
+    TargetUnreachable,
+    AttachTimeout,
+    StoreUnavailable,
+    Draining,
+    StreamError,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    kind: ErrorKind,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub sessions_open: Gauge,
+    sessions_total: Family<OutcomeLabels, Counter>,
+    pub bytes_up: Counter,
+    pub bytes_down: Counter,
+    pub agents_connected: Gauge,
+    errors: Family<ErrorLabels, Counter>,
+    pub session_open_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("postern");
+        let sessions_open = Gauge::default();
+        registry.register("sessions_open", "Sessions currently open on this replica", sessions_open.clone());
+        let sessions_total = Family::<OutcomeLabels, Counter>::default();
+        registry.register("sessions", "Sessions ended, by outcome (ok, error)", sessions_total.clone());
+        let bytes = Family::<DirectionLabels, Counter>::default();
+        registry.register("session_bytes", "Payload bytes spliced, by direction (up: user to target)", bytes.clone());
+        let agents_connected = Gauge::default();
+        registry.register("agents_connected", "Agent control streams held by this replica", agents_connected.clone());
+        let errors = Family::<ErrorLabels, Counter>::default();
+        registry.register("errors", "Refused or failed requests and sessions, by kind", errors.clone());
+        let session_open_seconds = Histogram::new(
+            [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0].into_iter(),
+        );
+        registry.register(
+            "session_open_seconds",
+            "Time from a user's Open to the agent's Attach",
+            session_open_seconds.clone(),
+        );
+        Self {
+            registry,
+            sessions_open,
+            sessions_total,
+            bytes_up: bytes.get_or_create(&DirectionLabels { direction: Direction::Up }).clone(),
+            bytes_down: bytes.get_or_create(&DirectionLabels { direction: Direction::Down }).clone(),
+            agents_connected,
+            errors,
+            session_open_seconds,
+        }
+    }
+
+    pub fn error(&self, kind: ErrorKind) {
+        self.errors.get_or_create(&ErrorLabels { kind }).inc();
+    }
+
+    pub fn session_ended(&self, outcome: &'static str) {
+        self.sessions_total.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_every_documented_metric() {
+        let metrics = Metrics::new();
+        metrics.error(ErrorKind::AgentOffline);
+        metrics.session_ended("ok");
+        metrics.bytes_up.inc_by(5);
+        let text = metrics.encode();
+        for name in [
+            "postern_sessions_open",
+            "postern_sessions_total{outcome=\"ok\"} 1",
+            "postern_session_bytes_total{direction=\"Up\"} 5",
+            "postern_agents_connected",
+            "postern_errors_total{kind=\"AgentOffline\"} 1",
+            "postern_session_open_seconds_bucket",
+        ] {
+            assert!(text.contains(name), "{name} missing from:\n{text}");
+        }
+    }
+}

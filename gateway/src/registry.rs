@@ -1,0 +1,159 @@
+//! What this replica holds in memory: agent control links and sessions waiting
+//! for their agent to attach.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use postern_tunnel::proto::{Frame, GatewayMessage};
+use tokio::sync::{mpsc, oneshot};
+use tonic::{Status, Streaming};
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every update under these locks is a single map operation, so a poisoned
+    // lock still guards consistent data.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub type ControlSender = mpsc::Sender<Result<GatewayMessage, Status>>;
+
+/// One agent control stream held by this replica.
+#[derive(Clone)]
+pub struct AgentLink {
+    pub id: u64,
+    pub agent: String,
+    pub tx: ControlSender,
+}
+
+#[derive(Default)]
+pub struct AgentRegistry {
+    links: Mutex<HashMap<String, Vec<AgentLink>>>,
+    next_id: AtomicU64,
+}
+
+impl AgentRegistry {
+    pub fn register(&self, agent: &str, tx: ControlSender) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let link = AgentLink { id, agent: agent.to_owned(), tx };
+        lock(&self.links).entry(agent.to_owned()).or_default().push(link);
+        id
+    }
+
+    pub fn unregister(&self, agent: &str, id: u64) {
+        let mut links = lock(&self.links);
+        if let Some(list) = links.get_mut(agent) {
+            list.retain(|link| link.id != id);
+            if list.is_empty() {
+                links.remove(agent);
+            }
+        }
+    }
+
+    /// The newest live link of `agent`: after a reconnect the old link may still
+    /// linger until its keepalive times out.
+    pub fn pick(&self, agent: &str) -> Option<AgentLink> {
+        lock(&self.links)
+            .get(agent)
+            .and_then(|list| list.iter().rev().find(|l| !l.tx.is_closed()).cloned())
+    }
+
+    pub fn is_connected(&self, agent: &str) -> bool {
+        self.pick(agent).is_some()
+    }
+
+    /// Number of agent control streams held.
+    pub fn link_count(&self) -> usize {
+        lock(&self.links).values().map(Vec::len).sum()
+    }
+
+    pub fn all_links(&self) -> Vec<AgentLink> {
+        lock(&self.links).values().flatten().cloned().collect()
+    }
+}
+
+/// What the Open side hands to the Attach side, and the answer it waits for.
+pub struct PendingSession {
+    pub agent: String,
+    pub link_id: u64,
+    pub client_inbound: Streaming<Frame>,
+    pub tracker: std::sync::Arc<crate::session::SessionTracker>,
+    pub attached: oneshot::Sender<Result<Streaming<Frame>, String>>,
+}
+
+#[derive(Default)]
+pub struct PendingSessions {
+    sessions: Mutex<HashMap<String, PendingSession>>,
+}
+
+impl PendingSessions {
+    pub fn insert(&self, session_id: String, pending: PendingSession) {
+        lock(&self.sessions).insert(session_id, pending);
+    }
+
+    /// Takes the session if `agent` is the one it was requested from: an agent
+    /// can never attach to another agent's session.
+    pub fn take(&self, session_id: &str, agent: &str) -> Option<PendingSession> {
+        let mut sessions = lock(&self.sessions);
+        match sessions.get(session_id) {
+            Some(pending) if pending.agent == agent => sessions.remove(session_id),
+            _ => None,
+        }
+    }
+
+    pub fn remove(&self, session_id: &str) {
+        lock(&self.sessions).remove(session_id);
+    }
+
+    /// The agent could not serve the session.
+    pub fn reject(&self, session_id: &str, agent: &str, reason: String) {
+        if let Some(pending) = self.take(session_id, agent) {
+            let _ = pending.attached.send(Err(reason));
+        }
+    }
+
+    /// Fails every session waiting on a control link that just went away.
+    pub fn fail_link(&self, link_id: u64, reason: &str) {
+        let failed: Vec<PendingSession> = {
+            let mut sessions = lock(&self.sessions);
+            let ids: Vec<String> = sessions
+                .iter()
+                .filter(|(_, p)| p.link_id == link_id)
+                .map(|(id, _)| id.clone())
+                .collect();
+            ids.iter().filter_map(|id| sessions.remove(id)).collect()
+        };
+        for pending in failed {
+            let _ = pending.attached.send(Err(reason.to_owned()));
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.sessions).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_register_pick_newest_and_unregister() {
+        let registry = AgentRegistry::default();
+        let (tx1, _rx1) = mpsc::channel(1);
+        let (tx2, rx2) = mpsc::channel(1);
+        let first = registry.register("a", tx1);
+        let second = registry.register("a", tx2);
+        assert_eq!(registry.pick("a").unwrap().id, second);
+        drop(rx2);
+        assert_eq!(registry.pick("a").unwrap().id, first, "a closed link is skipped");
+        registry.unregister("a", first);
+        assert!(!registry.is_connected("a"));
+        registry.unregister("a", second);
+        assert_eq!(registry.link_count(), 0);
+        assert!(registry.pick("missing").is_none());
+    }
+}

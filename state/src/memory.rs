@@ -1,0 +1,133 @@
+//! In-memory route store: the default for a single replica.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use crate::{RouteStore, StoreResult};
+
+#[derive(Default)]
+pub struct MemoryRouteStore {
+    inner: Mutex<Routes>,
+}
+
+#[derive(Default)]
+struct Routes {
+    /// agent -> replica -> expiry
+    agents: HashMap<String, HashMap<String, Instant>>,
+    /// session -> (ingress replica, expiry)
+    sessions: HashMap<String, (String, Instant)>,
+}
+
+impl MemoryRouteStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
+        // A panic while holding the lock cannot leave routes half-written
+        // (every update is a single map operation), so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait]
+impl RouteStore for MemoryRouteStore {
+    async fn announce_agent(&self, agent: &str, replica: &str, ttl: Duration) -> StoreResult<()> {
+        self.routes()
+            .agents
+            .entry(agent.to_owned())
+            .or_default()
+            .insert(replica.to_owned(), Instant::now() + ttl);
+        Ok(())
+    }
+
+    async fn withdraw_agent(&self, agent: &str, replica: &str) -> StoreResult<()> {
+        let mut routes = self.routes();
+        if let Some(replicas) = routes.agents.get_mut(agent) {
+            replicas.remove(replica);
+            if replicas.is_empty() {
+                routes.agents.remove(agent);
+            }
+        }
+        Ok(())
+    }
+
+    async fn agent_replicas(&self, agent: &str) -> StoreResult<Vec<String>> {
+        let now = Instant::now();
+        let routes = self.routes();
+        let mut live: Vec<(&String, &Instant)> = routes
+            .agents
+            .get(agent)
+            .map(|r| r.iter().filter(|(_, expiry)| **expiry > now).collect())
+            .unwrap_or_default();
+        live.sort_by(|a, b| b.1.cmp(a.1));
+        Ok(live
+            .into_iter()
+            .map(|(replica, _)| replica.clone())
+            .collect())
+    }
+
+    async fn put_session(&self, session_id: &str, ingress: &str, ttl: Duration) -> StoreResult<()> {
+        self.routes().sessions.insert(
+            session_id.to_owned(),
+            (ingress.to_owned(), Instant::now() + ttl),
+        );
+        Ok(())
+    }
+
+    async fn session_ingress(&self, session_id: &str) -> StoreResult<Option<String>> {
+        let now = Instant::now();
+        Ok(self
+            .routes()
+            .sessions
+            .get(session_id)
+            .filter(|(_, expiry)| *expiry > now)
+            .map(|(replica, _)| replica.clone()))
+    }
+
+    async fn remove_session(&self, session_id: &str) -> StoreResult<()> {
+        self.routes().sessions.remove(session_id);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn agent_routes_expire_and_withdraw() {
+        let store = MemoryRouteStore::new();
+        store
+            .announce_agent("a1", "r1", Duration::from_secs(60))
+            .await
+            .unwrap();
+        store
+            .announce_agent("a1", "r2", Duration::from_millis(1))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(store.agent_replicas("a1").await.unwrap(), vec!["r1"]);
+        store.withdraw_agent("a1", "r1").await.unwrap();
+        assert!(store.agent_replicas("a1").await.unwrap().is_empty());
+        assert!(store.agent_replicas("unknown").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn session_routes() {
+        let store = MemoryRouteStore::new();
+        store
+            .put_session("s1", "r1", Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.session_ingress("s1").await.unwrap().as_deref(),
+            Some("r1")
+        );
+        store.remove_session("s1").await.unwrap();
+        assert_eq!(store.session_ingress("s1").await.unwrap(), None);
+    }
+}

@@ -1,0 +1,177 @@
+//! The records the stores keep.
+
+use serde::{Deserialize, Serialize};
+
+/// What a connection speaks. `tcp` is relayed byte for byte; protocol-aware
+/// kinds come with their Layer 7 engines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConnectionKind {
+    Tcp,
+}
+
+impl ConnectionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionKind::Tcp => "tcp",
+        }
+    }
+}
+
+impl std::str::FromStr for ConnectionKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "tcp" => Ok(ConnectionKind::Tcp),
+            other => Err(format!("unknown connection kind {other:?} (expected: tcp)")),
+        }
+    }
+}
+
+/// A named private resource reached through one agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connection {
+    pub name: String,
+    pub kind: ConnectionKind,
+    /// `host:port` as the agent resolves it, inside the private network.
+    pub target: String,
+    pub agent: String,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Agent {
+    pub name: String,
+    #[serde(skip_serializing)]
+    pub token_hash: String,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    User,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::User => "user",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "admin" => Ok(Role::Admin),
+            "user" => Ok(Role::User),
+            other => Err(format!("unknown role {other:?} (expected: admin, user)")),
+        }
+    }
+}
+
+/// An API token held by a person or automation; only its hash is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserToken {
+    /// Who the token identifies; sessions are attributed to this name.
+    pub user: String,
+    #[serde(skip_serializing)]
+    pub token_hash: String,
+    pub role: Role,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub id: String,
+    pub user: String,
+    pub connection: String,
+    pub agent: String,
+    pub replica: String,
+    pub started_at_ms: i64,
+    pub ended_at_ms: Option<i64>,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    /// `ok`, or why the session ended abnormally; `None` while open.
+    pub outcome: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionEnd {
+    pub id: String,
+    pub ended_at_ms: i64,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    pub at_ms: i64,
+    /// Who acted: a user name, `agent:<name>`, or `system`.
+    pub actor: String,
+    /// What happened, dotted: `session.open`, `connection.create`, ...
+    pub action: String,
+    /// What it was done to: a connection, agent or session id.
+    pub target: String,
+    /// `ok`, `denied`, `error`.
+    pub outcome: String,
+    pub detail: String,
+}
+
+/// Names of connections, agents and users: short, printable, no surprises in URLs.
+pub fn validate_name(field: &'static str, name: &str) -> Result<(), crate::StoreError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(crate::StoreError::Invalid {
+            field,
+            reason: format!(
+                "{name:?} must be 1-63 characters of letters, digits, '-', '_' or '.', starting with a letter or digit"
+            ),
+        })
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_validated() {
+        for good in ["pg-prod", "a", "db_1.eu"] {
+            assert!(validate_name("name", good).is_ok(), "{good}");
+        }
+        for bad in ["", "-x", "a b", "a/b", &"x".repeat(64), "ü"] {
+            assert!(validate_name("name", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn kinds_and_roles_parse() {
+        assert_eq!("tcp".parse::<ConnectionKind>(), Ok(ConnectionKind::Tcp));
+        assert!("udp".parse::<ConnectionKind>().unwrap_err().contains("tcp"));
+        assert_eq!("admin".parse::<Role>(), Ok(Role::Admin));
+        assert!("root".parse::<Role>().is_err());
+    }
+}

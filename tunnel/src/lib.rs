@@ -1,0 +1,21 @@
+//! The Postern wire API and the pieces of transport every program shares:
+//! the generated gRPC types, a byte-stream adapter over a frame stream,
+//! TLS set-up, HTTP/2 tuning, token handling and a masked secret type.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod env;
+pub mod frame;
+pub mod http2;
+pub mod secret;
+pub mod stream;
+pub mod tls;
+
+/// Generated protobuf and gRPC types (`proto/postern/v1/tunnel.proto`).
+pub mod proto {
+    #![allow(clippy::all, clippy::pedantic)]
+    tonic::include_proto!("postern.v1");
+}
+
+pub use secret::Secret;
+pub use stream::FrameStream;

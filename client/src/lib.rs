@@ -1,1 +1,8 @@
+//! The `postern` CLI as a library: saved login, the admin API client, and the
+//! local listener that turns each accepted TCP connection into a session.
 #![forbid(unsafe_code)]
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod connect;

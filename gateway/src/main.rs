@@ -1,1 +1,172 @@
-fn main() {}
+//! `postern-gateway`: `serve` (default; configured by POSTERN_* variables) or
+//! `dev` (everything embedded, for a first run).
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use postern_gateway::config::{GatewayConfig, VARS, settings_from_env};
+use postern_gateway::dev::{DevOptions, start_dev};
+use postern_gateway::{Stores, start};
+use postern_state::memory::MemoryRouteStore;
+use postern_state::sqlite::SqliteStore;
+use postern_state::{PolicyStore, Role, UserToken, now_ms};
+use postern_tunnel::auth::hash_token;
+use postern_tunnel::env::Env;
+
+#[derive(Parser)]
+#[command(name = "postern-gateway", version, about = "Postern gateway replica")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve, configured by POSTERN_* environment variables (the default).
+    Serve,
+    /// Run a gateway with an embedded agent on embedded defaults.
+    Dev {
+        /// Where SQLite, certificates and dev tokens are kept.
+        #[arg(long, env = "POSTERN_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        #[arg(long, env = "POSTERN_LISTEN_ADDR", default_value = "127.0.0.1:8443")]
+        listen: SocketAddr,
+        #[arg(long, env = "POSTERN_INTERNAL_ADDR", default_value = "127.0.0.1:9464")]
+        internal: SocketAddr,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let env = Env::from_process();
+    let dev = matches!(cli.command, Some(Command::Dev { .. }));
+    init_logging(&env, dev);
+    // Variables of the CLI and the embedded agent are expected in a shared shell.
+    let known: Vec<&str> = VARS
+        .iter()
+        .chain(postern_agent::config::VARS)
+        .chain(&["POSTERN_CONFIG", "POSTERN_TOKEN", "POSTERN_LOG"])
+        .copied()
+        .collect();
+    for var in env.unknown("POSTERN_", &known) {
+        tracing::warn!(%var, "unknown POSTERN_ variable ignored (a typo?)");
+    }
+    let result = match cli.command {
+        Some(Command::Dev {
+            data_dir,
+            listen,
+            internal,
+        }) => run_dev(&env, data_dir, listen, internal).await,
+        Some(Command::Serve) | None => run(&env).await,
+    };
+    if let Err(e) = result {
+        eprintln!("postern-gateway: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(env: &Env) -> anyhow::Result<()> {
+    let config = match GatewayConfig::from_env(env) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("postern-gateway: configuration error: {e}");
+            std::process::exit(2);
+        }
+    };
+    tracing::info!(?config, "starting gateway");
+    let store = Arc::new(SqliteStore::open(&config.sqlite_path).await?);
+    if let Some(token) = &config.bootstrap_admin_token {
+        let hash = hash_token(token.expose());
+        if store.user_by_token_hash(&hash).await?.is_none() {
+            store
+                .create_user_token(&UserToken {
+                    user: "admin".into(),
+                    token_hash: hash,
+                    role: Role::Admin,
+                    created_at_ms: now_ms(),
+                })
+                .await?;
+            tracing::info!("bootstrap admin token registered");
+        }
+    }
+    let stores = Stores {
+        policy: store.clone(),
+        audit: store,
+        routes: Arc::new(MemoryRouteStore::new()),
+    };
+    let running = start(config.options, stores).await?;
+    shutdown_signal().await;
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn run_dev(
+    env: &Env,
+    data_dir: Option<PathBuf>,
+    listen: SocketAddr,
+    internal: SocketAddr,
+) -> anyhow::Result<()> {
+    let data_dir = data_dir
+        .or_else(|| dirs_data_dir().map(|d| d.join("postern").join("dev")))
+        .unwrap_or_else(|| PathBuf::from(".postern-dev"));
+    let options = DevOptions {
+        data_dir,
+        listen_addr: listen,
+        internal_addr: internal,
+        settings: settings_from_env(env)?,
+    };
+    let dev = start_dev(options).await?;
+    println!("{}", dev.instructions());
+    shutdown_signal().await;
+    dev.shutdown().await;
+    Ok(())
+}
+
+fn dirs_data_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local").join("share"))
+        })
+}
+
+fn init_logging(env: &Env, dev: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let text = match env.raw("POSTERN_LOG_FORMAT") {
+        Some("text") => true,
+        Some("json") => false,
+        _ => dev,
+    };
+    if text {
+        builder.init();
+    } else {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

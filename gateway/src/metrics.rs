@@ -1,13 +1,13 @@
 //! Prometheus metrics of one replica. Names and labels are documented in the README.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Direction {
     /// From the user towards the target.
     Up,
@@ -17,7 +17,7 @@ pub enum Direction {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DirectionLabels {
-    direction: Direction,
+    direction: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -26,7 +26,7 @@ struct OutcomeLabels {
 }
 
 /// Why a request or session failed; one label value each.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum ErrorKind {
     Unauthenticated,
     Forbidden,
@@ -40,9 +40,27 @@ pub enum ErrorKind {
     StreamError,
 }
 
+impl ErrorKind {
+    /// Stable snake_case name: the metric label and the JSON error code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::AgentOffline => "agent_offline",
+            ErrorKind::TargetUnreachable => "target_unreachable",
+            ErrorKind::AttachTimeout => "attach_timeout",
+            ErrorKind::StoreUnavailable => "store_unavailable",
+            ErrorKind::Draining => "draining",
+            ErrorKind::StreamError => "stream_error",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
-    kind: ErrorKind,
+    kind: &'static str,
 }
 
 pub struct Metrics {
@@ -66,29 +84,60 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("postern");
         let sessions_open = Gauge::default();
-        registry.register("sessions_open", "Sessions currently open on this replica", sessions_open.clone());
+        registry.register(
+            "sessions_open",
+            "Sessions currently open on this replica",
+            sessions_open.clone(),
+        );
         let sessions_total = Family::<OutcomeLabels, Counter>::default();
-        registry.register("sessions", "Sessions ended, by outcome (ok, error)", sessions_total.clone());
+        registry.register(
+            "sessions",
+            "Sessions ended, by outcome (ok, error)",
+            sessions_total.clone(),
+        );
         let bytes = Family::<DirectionLabels, Counter>::default();
-        registry.register("session_bytes", "Payload bytes spliced, by direction (up: user to target)", bytes.clone());
+        registry.register(
+            "session_bytes",
+            "Payload bytes spliced, by direction (up: user to target)",
+            bytes.clone(),
+        );
         let agents_connected = Gauge::default();
-        registry.register("agents_connected", "Agent control streams held by this replica", agents_connected.clone());
+        registry.register(
+            "agents_connected",
+            "Agent control streams held by this replica",
+            agents_connected.clone(),
+        );
         let errors = Family::<ErrorLabels, Counter>::default();
-        registry.register("errors", "Refused or failed requests and sessions, by kind", errors.clone());
+        registry.register(
+            "errors",
+            "Refused or failed requests and sessions, by kind",
+            errors.clone(),
+        );
         let session_open_seconds = Histogram::new(
-            [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0].into_iter(),
+            [
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]
+            .into_iter(),
         );
         registry.register(
             "session_open_seconds",
             "Time from a user's Open to the agent's Attach",
             session_open_seconds.clone(),
         );
+        // Bind each handle in its own statement: `get_or_create` returns a read
+        // guard, and a second call while one is alive would deadlock.
+        let bytes_up = bytes
+            .get_or_create(&DirectionLabels { direction: "up" })
+            .clone();
+        let bytes_down = bytes
+            .get_or_create(&DirectionLabels { direction: "down" })
+            .clone();
         Self {
             registry,
             sessions_open,
             sessions_total,
-            bytes_up: bytes.get_or_create(&DirectionLabels { direction: Direction::Up }).clone(),
-            bytes_down: bytes.get_or_create(&DirectionLabels { direction: Direction::Down }).clone(),
+            bytes_up,
+            bytes_down,
             agents_connected,
             errors,
             session_open_seconds,
@@ -96,11 +145,17 @@ impl Metrics {
     }
 
     pub fn error(&self, kind: ErrorKind) {
-        self.errors.get_or_create(&ErrorLabels { kind }).inc();
+        self.errors
+            .get_or_create(&ErrorLabels {
+                kind: kind.as_str(),
+            })
+            .inc();
     }
 
     pub fn session_ended(&self, outcome: &'static str) {
-        self.sessions_total.get_or_create(&OutcomeLabels { outcome }).inc();
+        self.sessions_total
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     /// The OpenMetrics text exposition.
@@ -126,9 +181,9 @@ mod tests {
         for name in [
             "postern_sessions_open",
             "postern_sessions_total{outcome=\"ok\"} 1",
-            "postern_session_bytes_total{direction=\"Up\"} 5",
+            "postern_session_bytes_total{direction=\"up\"} 5",
             "postern_agents_connected",
-            "postern_errors_total{kind=\"AgentOffline\"} 1",
+            "postern_errors_total{kind=\"agent_offline\"} 1",
             "postern_session_open_seconds_bucket",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");

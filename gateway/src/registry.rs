@@ -34,8 +34,15 @@ pub struct AgentRegistry {
 impl AgentRegistry {
     pub fn register(&self, agent: &str, tx: ControlSender) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let link = AgentLink { id, agent: agent.to_owned(), tx };
-        lock(&self.links).entry(agent.to_owned()).or_default().push(link);
+        let link = AgentLink {
+            id,
+            agent: agent.to_owned(),
+            tx,
+        };
+        lock(&self.links)
+            .entry(agent.to_owned())
+            .or_default()
+            .push(link);
         id
     }
 
@@ -149,7 +156,11 @@ mod tests {
         let second = registry.register("a", tx2);
         assert_eq!(registry.pick("a").unwrap().id, second);
         drop(rx2);
-        assert_eq!(registry.pick("a").unwrap().id, first, "a closed link is skipped");
+        assert_eq!(
+            registry.pick("a").unwrap().id,
+            first,
+            "a closed link is skipped"
+        );
         registry.unregister("a", first);
         assert!(!registry.is_connected("a"));
         registry.unregister("a", second);

@@ -1,0 +1,360 @@
+//! Command-line parsing and the commands themselves.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::api::ApiClient;
+use crate::config::{Login, config_path};
+use crate::connect::Connector;
+
+#[derive(Parser)]
+#[command(
+    name = "postern",
+    version,
+    about = "Reach private databases and hosts through a Postern gateway"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Save the gateway URL and your token, after checking them.
+    Login {
+        /// e.g. https://postern.example.com
+        gateway_url: String,
+        #[arg(long, env = "POSTERN_TOKEN", hide_env_values = true)]
+        token: String,
+        /// PEM file of the CA that signed the gateway's certificate (dev mode prints it).
+        #[arg(long)]
+        ca_cert: Option<PathBuf>,
+    },
+    /// Forget the saved login.
+    Logout,
+    /// Who the saved token belongs to.
+    Whoami,
+    /// List the connections you can reach.
+    Ls,
+    /// Open a local port to a connection; every client connection is one session.
+    Connect {
+        name: String,
+        /// Local port (0 picks a free one).
+        #[arg(long, short, default_value_t = 0)]
+        port: u16,
+        /// Local address to listen on.
+        #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+        bind: IpAddr,
+    },
+    /// Manage connections (admin).
+    #[command(subcommand)]
+    Connection(ConnectionCommand),
+    /// Manage agents (admin).
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// Manage API tokens (admin).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Recent sessions (admin).
+    Sessions {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Recent audit events (admin).
+    Audit {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConnectionCommand {
+    /// Add a connection reached through an agent.
+    Add {
+        name: String,
+        #[arg(long, default_value = "tcp")]
+        kind: String,
+        /// HOST:PORT as the agent sees it.
+        #[arg(long)]
+        target: String,
+        #[arg(long)]
+        agent: String,
+    },
+    /// Remove a connection.
+    Rm { name: String },
+    /// List connections.
+    Ls,
+}
+
+#[derive(Subcommand)]
+enum AgentCommand {
+    /// Register an agent and print its token (shown once).
+    Add { name: String },
+    /// Remove an agent (its token stops working).
+    Rm { name: String },
+    /// List agents and whether they are connected.
+    Ls,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create an API token for a person or automation (shown once).
+    Add {
+        user: String,
+        #[arg(long, default_value = "user")]
+        role: String,
+    },
+    /// List tokens (never their values).
+    Ls,
+}
+
+/// Runs the CLI; returns the process exit code.
+pub async fn run() -> i32 {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("POSTERN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match execute(cli.command).await {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("postern: {e:#}");
+            1
+        }
+    }
+}
+
+fn client() -> anyhow::Result<ApiClient> {
+    Ok(ApiClient::new(Login::load()?)?)
+}
+
+async fn execute(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Login {
+            gateway_url,
+            token,
+            ca_cert,
+        } => {
+            let ca_cert = ca_cert.map(|p| std::fs::canonicalize(&p).unwrap_or(p));
+            let login = Login {
+                gateway_url: gateway_url.trim_end_matches('/').to_owned(),
+                token: token.into(),
+                ca_cert,
+            };
+            let api = ApiClient::new(login.clone())?;
+            let me: Value = api.get("/v1/whoami").await?;
+            let path = config_path()?;
+            login.save(&path)?;
+            println!(
+                "Logged in to {} as {} ({}). Saved to {}.",
+                login.gateway_url,
+                me["user"].as_str().unwrap_or("?"),
+                me["role"].as_str().unwrap_or("?"),
+                path.display()
+            );
+        }
+        Command::Logout => {
+            let path = config_path()?;
+            match std::fs::remove_file(&path) {
+                Ok(()) => println!("Removed {}.", path.display()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => println!("Not logged in."),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Command::Whoami => {
+            let me: Value = client()?.get("/v1/whoami").await?;
+            println!(
+                "{} ({}) on {}",
+                me["user"].as_str().unwrap_or("?"),
+                me["role"].as_str().unwrap_or("?"),
+                client()?.login().gateway_url
+            );
+        }
+        Command::Ls | Command::Connection(ConnectionCommand::Ls) => list_connections().await?,
+        Command::Connect { name, port, bind } => connect(name, SocketAddr::new(bind, port)).await?,
+        Command::Connection(ConnectionCommand::Add {
+            name,
+            kind,
+            target,
+            agent,
+        }) => {
+            let body = json!({ "name": name, "kind": kind, "target": target, "agent": agent });
+            let _: Value = client()?.post("/v1/connections", &body).await?;
+            println!(
+                "Added connection {name} ({kind} → {target} via agent {agent}). Reach it with: postern connect {name}"
+            );
+        }
+        Command::Connection(ConnectionCommand::Rm { name }) => {
+            client()?.delete(&format!("/v1/connections/{name}")).await?;
+            println!("Removed connection {name}.");
+        }
+        Command::Agent(AgentCommand::Add { name }) => {
+            let api = client()?;
+            let created: Value = api.post("/v1/agents", &json!({ "name": name })).await?;
+            let token = created["token"].as_str().unwrap_or_default();
+            println!("Agent {name} registered. Its token is shown only now:\n\n  {token}\n");
+            println!(
+                "Run the agent inside the private network with:\n  POSTERN_GATEWAY_URL={} POSTERN_AGENT_TOKEN={token} postern-agent",
+                api.login().gateway_url
+            );
+        }
+        Command::Agent(AgentCommand::Rm { name }) => {
+            client()?.delete(&format!("/v1/agents/{name}")).await?;
+            println!("Removed agent {name}.");
+        }
+        Command::Agent(AgentCommand::Ls) => {
+            let agents: Vec<Value> = client()?.get("/v1/agents").await?;
+            println!("{:<24} {}", "NAME", "CONNECTED");
+            for agent in agents {
+                println!(
+                    "{:<24} {}",
+                    agent["name"].as_str().unwrap_or("?"),
+                    if agent["connected"].as_bool() == Some(true) {
+                        "yes"
+                    } else {
+                        "no"
+                    }
+                );
+            }
+        }
+        Command::Token(TokenCommand::Add { user, role }) => {
+            let created: Value = client()?
+                .post("/v1/tokens", &json!({ "user": user, "role": role }))
+                .await?;
+            println!(
+                "Token for {user} ({role}), shown only now:\n\n  {}\n",
+                created["token"].as_str().unwrap_or_default()
+            );
+        }
+        Command::Token(TokenCommand::Ls) => {
+            let tokens: Vec<Value> = client()?.get("/v1/tokens").await?;
+            println!("{:<24} {}", "USER", "ROLE");
+            for token in tokens {
+                println!(
+                    "{:<24} {}",
+                    token["user"].as_str().unwrap_or("?"),
+                    token["role"].as_str().unwrap_or("?")
+                );
+            }
+        }
+        Command::Sessions { limit } => {
+            let sessions: Vec<Value> = client()?
+                .get(&format!("/v1/sessions?limit={limit}"))
+                .await?;
+            println!(
+                "{:<36} {:<12} {:<16} {:>12} {:>12} {}",
+                "SESSION", "USER", "CONNECTION", "BYTES UP", "BYTES DOWN", "OUTCOME"
+            );
+            for s in sessions {
+                println!(
+                    "{:<36} {:<12} {:<16} {:>12} {:>12} {}",
+                    s["id"].as_str().unwrap_or("?"),
+                    s["user"].as_str().unwrap_or("?"),
+                    s["connection"].as_str().unwrap_or("?"),
+                    s["bytes_up"],
+                    s["bytes_down"],
+                    s["outcome"].as_str().unwrap_or("open"),
+                );
+            }
+        }
+        Command::Audit { limit } => {
+            let events: Vec<Value> = client()?.get(&format!("/v1/audit?limit={limit}")).await?;
+            for e in events {
+                println!(
+                    "{} {} {} {} {} {}",
+                    e["at_ms"],
+                    e["actor"].as_str().unwrap_or("?"),
+                    e["action"].as_str().unwrap_or("?"),
+                    e["target"].as_str().unwrap_or("?"),
+                    e["outcome"].as_str().unwrap_or("?"),
+                    e["detail"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct ConnectionView {
+    name: String,
+    kind: String,
+    target: String,
+    agent: String,
+    agent_connected: bool,
+}
+
+async fn list_connections() -> anyhow::Result<()> {
+    let connections: Vec<ConnectionView> = client()?.get("/v1/connections").await?;
+    println!(
+        "{:<24} {:<8} {:<28} {:<16} {}",
+        "NAME", "KIND", "TARGET", "AGENT", "ONLINE"
+    );
+    for c in connections {
+        println!(
+            "{:<24} {:<8} {:<28} {:<16} {}",
+            c.name,
+            c.kind,
+            c.target,
+            c.agent,
+            if c.agent_connected { "yes" } else { "no" }
+        );
+    }
+    Ok(())
+}
+
+fn client_hint(kind: &str, addr: SocketAddr) -> String {
+    let (host, port) = (addr.ip(), addr.port());
+    match kind {
+        "postgres" => format!("psql -h {host} -p {port}"),
+        "mysql" => format!("mysql -h {host} -P {port}"),
+        _ => format!(
+            "e.g. psql -h {host} -p {port}, mysql -h {host} -P {port}, or ssh -p {port} user@{host}"
+        ),
+    }
+}
+
+async fn connect(name: String, addr: SocketAddr) -> anyhow::Result<()> {
+    let api = client()?;
+    // Check first, so a typo fails here rather than at the first client connection.
+    let connections: Vec<ConnectionView> = api.get("/v1/connections").await?;
+    let Some(connection) = connections.iter().find(|c| c.name == name) else {
+        anyhow::bail!("connection {name:?} does not exist (see `postern ls`)");
+    };
+    if !connection.agent_connected {
+        eprintln!(
+            "postern: warning: agent {:?} serving {name} is offline right now",
+            connection.agent
+        );
+    }
+    let login = api.login();
+    let ca = login.ca_pem()?;
+    let channel = postern_tunnel::http2::lazy_channel(&login.gateway_url, ca.as_deref())?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr()?;
+    // The first line is machine-readable: scripts and tests wait for it.
+    println!("listening on {local}");
+    println!(
+        "Forwarding {local} → {name} ({} {} via agent {}). Point your client at {local}: {}",
+        connection.kind,
+        connection.target,
+        connection.agent,
+        client_hint(&connection.kind, local)
+    );
+    println!("Press Ctrl-C to stop.");
+    let connector = Connector::new(channel, login.token.clone(), &name)?;
+    tokio::select! {
+        served = connector.serve(listener) => served?,
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! `postern connect`: a local listener whose every accepted TCP connection is
+//! its own session (its own HTTP/2 stream) through the gateway.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use postern_tunnel::auth::{CONNECTION_HEADER, set_bearer};
+use postern_tunnel::frame::MAX_MESSAGE_SIZE;
+use postern_tunnel::proto::sessions_client::SessionsClient;
+use postern_tunnel::stream::{outgoing_channel, splice};
+use postern_tunnel::{FrameStream, Secret};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tonic::metadata::AsciiMetadataValue;
+use tonic::transport::Channel;
+
+/// Keepalives on idle session streams: below an ALB's 60 s idle timeout.
+pub const SESSION_KEEPALIVE: Duration = Duration::from_secs(20);
+
+#[derive(Clone)]
+pub struct Connector {
+    channel: Channel,
+    token: Secret,
+    connection: AsciiMetadataValue,
+    name: Arc<str>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Stream(#[from] std::io::Error),
+}
+
+impl Connector {
+    pub fn new(channel: Channel, token: Secret, connection: &str) -> Result<Self, SessionError> {
+        let value = AsciiMetadataValue::try_from(connection).map_err(|_| {
+            SessionError::Refused(format!("invalid connection name {connection:?}"))
+        })?;
+        Ok(Self {
+            channel,
+            token,
+            connection: value,
+            name: connection.into(),
+        })
+    }
+
+    /// Opens a session and splices `socket` onto it until both sides close.
+    /// Returns (bytes sent, bytes received).
+    pub async fn session(&self, mut socket: TcpStream) -> Result<(u64, u64), SessionError> {
+        let _ = socket.set_nodelay(true);
+        let (outgoing, body) = outgoing_channel();
+        let mut request = tonic::Request::new(body);
+        set_bearer(request.metadata_mut(), &self.token)
+            .map_err(|e| SessionError::Refused(e.to_string()))?;
+        request
+            .metadata_mut()
+            .insert(CONNECTION_HEADER, self.connection.clone());
+        let mut client = SessionsClient::new(self.channel.clone())
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE);
+        let inbound = match client.open(request).await {
+            Ok(response) => response.into_inner(),
+            Err(status) => {
+                let _ = socket.shutdown().await;
+                return Err(SessionError::Refused(status.message().to_owned()));
+            }
+        };
+        let mut frames = FrameStream::new(inbound, outgoing, Some(SESSION_KEEPALIVE));
+        match splice(&mut socket, &mut frames).await {
+            Ok(counts) => Ok(counts),
+            Err(e) => {
+                frames.abort(&format!("client: {e}"));
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Accepts connections forever, one session each; problems are reported on stderr.
+    pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
+        loop {
+            let (socket, peer) = listener.accept().await?;
+            let connector = self.clone();
+            tokio::spawn(async move {
+                match connector.session(socket).await {
+                    Ok((sent, received)) => {
+                        tracing::info!(%peer, connection = %connector.name, sent, received, "session closed")
+                    }
+                    Err(e) => eprintln!("postern: {} (from {peer}): {e}", connector.name),
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,441 @@
+//! The HTTP/JSON API on the public port, beside gRPC: health, and admin
+//! commands for connections, agents, tokens, sessions and audit.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use postern_state::{Agent, Connection, ConnectionKind, Role, UserToken, now_ms};
+use postern_tunnel::Secret;
+use postern_tunnel::auth::{BearerError, TokenKind, generate_token, hash_token};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::metrics::ErrorKind;
+use crate::refusal::Refusal;
+use crate::shared::Shared;
+
+type ApiResult<T> = Result<T, Refusal>;
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": { "code": self.code(), "message": self.message } });
+        (self.http_status(), Json(body)).into_response()
+    }
+}
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/v1/whoami", get(whoami))
+        .route(
+            "/v1/connections",
+            get(list_connections).post(create_connection),
+        )
+        .route("/v1/connections/{name}", delete(delete_connection))
+        .route("/v1/agents", get(list_agents).post(create_agent))
+        .route("/v1/agents/{name}", delete(delete_agent))
+        .route("/v1/tokens", get(list_tokens).post(create_token))
+        .route("/v1/sessions", get(list_sessions))
+        .route("/v1/audit", get(list_audit))
+        .fallback(not_found)
+        .with_state(shared)
+}
+
+/// Health endpoints and metrics for the internal port.
+pub fn internal_router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(shared)
+}
+
+async fn not_found() -> Refusal {
+    Refusal::new(ErrorKind::NotFound, "no such API route")
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Ready while not draining and the policy store answers: a load balancer
+/// stops sending new sessions to a replica that cannot authorise them.
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.is_draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
+    }
+    match shared.stores.policy.connection("readiness-probe").await {
+        Ok(_) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("policy store unavailable: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    (
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        shared.metrics.encode(),
+    )
+        .into_response()
+}
+
+fn bearer(headers: &HeaderMap) -> Result<Secret, BearerError> {
+    let value = headers.get("authorization").ok_or(BearerError::Missing)?;
+    let value = value.to_str().map_err(|_| BearerError::Malformed)?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .ok_or(BearerError::Malformed)?
+        .trim();
+    if token.is_empty() {
+        return Err(BearerError::Malformed);
+    }
+    Ok(Secret::new(token))
+}
+
+async fn user(shared: &Shared, headers: &HeaderMap) -> ApiResult<UserToken> {
+    shared.authenticate_user(bearer(headers)).await
+}
+
+async fn admin(shared: &Shared, headers: &HeaderMap) -> ApiResult<UserToken> {
+    let user = user(shared, headers).await?;
+    shared.require_admin(&user)?;
+    Ok(user)
+}
+
+async fn whoami(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+) -> ApiResult<Json<serde_json::Value>> {
+    let user = user(&shared, &headers).await?;
+    Ok(Json(
+        json!({ "user": user.user, "role": user.role, "replica": shared.replica_id }),
+    ))
+}
+
+#[derive(Serialize)]
+struct ConnectionView {
+    #[serde(flatten)]
+    connection: Connection,
+    agent_connected: bool,
+}
+
+async fn list_connections(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Vec<ConnectionView>>> {
+    user(&shared, &headers).await?;
+    let connections = shared
+        .stores
+        .policy
+        .connections()
+        .await
+        .map_err(|e| shared.refuse(e.into()))?;
+    Ok(Json(
+        connections
+            .into_iter()
+            .map(|connection| ConnectionView {
+                agent_connected: shared.agents.is_connected(&connection.agent),
+                connection,
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Deserialize)]
+struct NewConnection {
+    name: String,
+    kind: ConnectionKind,
+    target: String,
+    agent: String,
+}
+
+fn validate_target(target: &str) -> ApiResult<()> {
+    let valid = target
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    if valid {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            ErrorKind::BadRequest,
+            format!("target {target:?} must be HOST:PORT"),
+        ))
+    }
+}
+
+async fn create_connection(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Json(new): Json<NewConnection>,
+) -> ApiResult<(StatusCode, Json<Connection>)> {
+    let admin = admin(&shared, &headers).await?;
+    validate_target(&new.target).map_err(|r| shared.refuse(r))?;
+    let connection = Connection {
+        name: new.name,
+        kind: new.kind,
+        target: new.target,
+        agent: new.agent,
+        created_at_ms: now_ms(),
+    };
+    shared
+        .stores
+        .policy
+        .create_connection(&connection)
+        .await
+        .map_err(|e| shared.refuse(e.into()))?;
+    let detail = format!(
+        "kind={} target={} agent={}",
+        connection.kind.as_str(),
+        connection.target,
+        connection.agent
+    );
+    shared
+        .audit(
+            &admin.user,
+            "connection.create",
+            &connection.name,
+            "ok",
+            detail,
+        )
+        .await;
+    Ok((StatusCode::CREATED, Json(connection)))
+}
+
+async fn delete_connection(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    let admin = admin(&shared, &headers).await?;
+    if !shared
+        .stores
+        .policy
+        .delete_connection(&name)
+        .await
+        .map_err(|e| shared.refuse(e.into()))?
+    {
+        return Err(shared.refuse(Refusal::new(
+            ErrorKind::NotFound,
+            format!("connection {name:?} does not exist"),
+        )));
+    }
+    shared
+        .audit(&admin.user, "connection.delete", &name, "ok", String::new())
+        .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize)]
+struct AgentView {
+    #[serde(flatten)]
+    agent: Agent,
+    connected: bool,
+}
+
+async fn list_agents(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Vec<AgentView>>> {
+    admin(&shared, &headers).await?;
+    let agents = shared
+        .stores
+        .policy
+        .agents()
+        .await
+        .map_err(|e| shared.refuse(e.into()))?;
+    Ok(Json(
+        agents
+            .into_iter()
+            .map(|agent| AgentView {
+                connected: shared.agents.is_connected(&agent.name),
+                agent,
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Deserialize)]
+struct NewAgent {
+    name: String,
+}
+
+async fn create_agent(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Json(new): Json<NewAgent>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let admin = admin(&shared, &headers).await?;
+    let token = generate_token(TokenKind::Agent);
+    let agent = Agent {
+        name: new.name,
+        token_hash: hash_token(token.expose()),
+        created_at_ms: now_ms(),
+    };
+    shared
+        .stores
+        .policy
+        .create_agent(&agent)
+        .await
+        .map_err(|e| shared.refuse(e.into()))?;
+    shared
+        .audit(
+            &admin.user,
+            "agent.create",
+            &agent.name,
+            "ok",
+            String::new(),
+        )
+        .await;
+    // The only time the token is ever shown: only its hash is kept.
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "name": agent.name, "token": token.expose() })),
+    ))
+}
+
+async fn delete_agent(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    let admin = admin(&shared, &headers).await?;
+    if !shared
+        .stores
+        .policy
+        .delete_agent(&name)
+        .await
+        .map_err(|e| shared.refuse(e.into()))?
+    {
+        return Err(shared.refuse(Refusal::new(
+            ErrorKind::NotFound,
+            format!("agent {name:?} does not exist"),
+        )));
+    }
+    shared
+        .audit(&admin.user, "agent.delete", &name, "ok", String::new())
+        .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_tokens(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Vec<UserToken>>> {
+    admin(&shared, &headers).await?;
+    Ok(Json(
+        shared
+            .stores
+            .policy
+            .user_tokens()
+            .await
+            .map_err(|e| shared.refuse(e.into()))?,
+    ))
+}
+
+#[derive(Deserialize)]
+struct NewToken {
+    user: String,
+    #[serde(default = "default_role")]
+    role: Role,
+}
+
+fn default_role() -> Role {
+    Role::User
+}
+
+async fn create_token(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Json(new): Json<NewToken>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let admin = admin(&shared, &headers).await?;
+    let token = generate_token(TokenKind::User);
+    let record = UserToken {
+        user: new.user,
+        token_hash: hash_token(token.expose()),
+        role: new.role,
+        created_at_ms: now_ms(),
+    };
+    shared
+        .stores
+        .policy
+        .create_user_token(&record)
+        .await
+        .map_err(|e| shared.refuse(e.into()))?;
+    shared
+        .audit(
+            &admin.user,
+            "token.create",
+            &record.user,
+            "ok",
+            format!("role={}", record.role.as_str()),
+        )
+        .await;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "user": record.user, "role": record.role, "token": token.expose() })),
+    ))
+}
+
+#[derive(Deserialize)]
+struct Limit {
+    limit: Option<u32>,
+}
+
+async fn list_sessions(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(query): Query<Limit>,
+) -> ApiResult<Json<serde_json::Value>> {
+    admin(&shared, &headers).await?;
+    let limit = query.limit.unwrap_or(100).min(10_000);
+    let sessions = shared
+        .stores
+        .policy
+        .sessions(limit)
+        .await
+        .map_err(|e| shared.refuse(e.into()))?;
+    Ok(Json(json!(sessions)))
+}
+
+async fn list_audit(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(query): Query<Limit>,
+) -> ApiResult<Json<serde_json::Value>> {
+    admin(&shared, &headers).await?;
+    let limit = query.limit.unwrap_or(100).min(10_000);
+    let events = shared
+        .stores
+        .audit
+        .events(limit)
+        .await
+        .map_err(|e| shared.refuse(e.into()))?;
+    Ok(Json(json!(events)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_must_be_host_and_port() {
+        for good in ["db:5432", "10.0.0.1:22", "[::1]:5432"] {
+            assert!(validate_target(good).is_ok(), "{good}");
+        }
+        for bad in ["db", ":5432", "db:0", "db:99999", "db:x"] {
+            assert!(validate_target(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! Gateway configuration from `POSTERN_*` environment variables.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use postern_tunnel::Secret;
+use postern_tunnel::env::{ConfigError, Env};
+use postern_tunnel::tls::{Identity, server_config};
+
+use crate::{GatewayOptions, Settings, new_replica_id};
+
+pub const VARS: &[&str] = &[
+    "POSTERN_LISTEN_ADDR",
+    "POSTERN_INTERNAL_ADDR",
+    "POSTERN_TLS_CERT",
+    "POSTERN_TLS_KEY",
+    "POSTERN_TLS_DISABLED",
+    "POSTERN_SQLITE_PATH",
+    "POSTERN_REPLICA_ID",
+    "POSTERN_KEEPALIVE_INTERVAL_MS",
+    "POSTERN_SESSION_OPEN_TIMEOUT_MS",
+    "POSTERN_DRAIN_GRACE_MS",
+    "POSTERN_BOOTSTRAP_ADMIN_TOKEN",
+    "POSTERN_LOG_FORMAT",
+    "POSTERN_DATA_DIR",
+];
+
+#[derive(Debug)]
+pub struct GatewayConfig {
+    pub options: GatewayOptions,
+    pub sqlite_path: PathBuf,
+    /// Registered as an admin token at start if no token with its hash exists:
+    /// how the first admin gets in without dev mode.
+    pub bootstrap_admin_token: Option<Secret>,
+}
+
+pub fn settings_from_env(env: &Env) -> Result<Settings, ConfigError> {
+    let defaults = Settings::default();
+    Ok(Settings {
+        keepalive_interval: env.millis(
+            "POSTERN_KEEPALIVE_INTERVAL_MS",
+            defaults.keepalive_interval,
+            Duration::from_millis(100),
+        )?,
+        session_open_timeout: env.millis(
+            "POSTERN_SESSION_OPEN_TIMEOUT_MS",
+            defaults.session_open_timeout,
+            Duration::from_millis(100),
+        )?,
+        drain_grace: env.millis(
+            "POSTERN_DRAIN_GRACE_MS",
+            defaults.drain_grace,
+            Duration::ZERO,
+        )?,
+    })
+}
+
+impl GatewayConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let listen_addr: SocketAddr = env.or(
+            "POSTERN_LISTEN_ADDR",
+            SocketAddr::from(([0, 0, 0, 0], 8443)),
+        )?;
+        let internal_addr: SocketAddr = env.or(
+            "POSTERN_INTERNAL_ADDR",
+            SocketAddr::from(([0, 0, 0, 0], 9090)),
+        )?;
+        let tls_disabled = env.flag("POSTERN_TLS_DISABLED", false)?;
+        let cert: Option<PathBuf> = env.optional("POSTERN_TLS_CERT")?;
+        let key: Option<PathBuf> = env.optional("POSTERN_TLS_KEY")?;
+        let tls = match (tls_disabled, cert, key) {
+            (true, None, None) => None,
+            (true, _, _) => {
+                return Err(ConfigError {
+                    var: "POSTERN_TLS_DISABLED".into(),
+                    message: "is true but POSTERN_TLS_CERT/POSTERN_TLS_KEY are set: choose one"
+                        .into(),
+                });
+            }
+            (false, Some(cert), Some(key)) => {
+                let identity = Identity::from_pem_files(&cert, &key).map_err(|e| ConfigError {
+                    var: "POSTERN_TLS_CERT".into(),
+                    message: e.to_string(),
+                })?;
+                Some(server_config(identity).map_err(|e| ConfigError {
+                    var: "POSTERN_TLS_KEY".into(),
+                    message: e.to_string(),
+                })?)
+            }
+            (false, Some(_), None) => {
+                return Err(missing("POSTERN_TLS_KEY", "POSTERN_TLS_CERT is set"));
+            }
+            (false, None, _) => {
+                return Err(missing(
+                    "POSTERN_TLS_CERT",
+                    "TLS is on by default: set POSTERN_TLS_CERT and POSTERN_TLS_KEY (PEM files), or POSTERN_TLS_DISABLED=true where the platform terminates TLS (Cloud Run, an ALB with HTTPS listeners)",
+                ));
+            }
+        };
+        let bootstrap_admin_token = env.secret("POSTERN_BOOTSTRAP_ADMIN_TOKEN");
+        if let Some(token) = &bootstrap_admin_token
+            && token.expose().len() < 32
+        {
+            return Err(ConfigError {
+                var: "POSTERN_BOOTSTRAP_ADMIN_TOKEN".into(),
+                message: "must be at least 32 characters (e.g. `openssl rand -hex 32`)".into(),
+            });
+        }
+        Ok(Self {
+            options: GatewayOptions {
+                listen_addr,
+                internal_addr,
+                tls: tls.map(|c: Arc<rustls::ServerConfig>| c),
+                replica_id: env.or("POSTERN_REPLICA_ID", new_replica_id())?,
+                settings: settings_from_env(env)?,
+            },
+            sqlite_path: env.or(
+                "POSTERN_SQLITE_PATH",
+                PathBuf::from("postern-data/postern.db"),
+            )?,
+            bootstrap_admin_token,
+        })
+    }
+}
+
+fn missing(var: &str, why: &str) -> ConfigError {
+    ConfigError {
+        var: var.into(),
+        message: format!("is required: {why}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_is_required_unless_explicitly_disabled() {
+        let err = GatewayConfig::from_env(&Env::default()).unwrap_err();
+        assert_eq!(err.var, "POSTERN_TLS_CERT");
+        assert!(err.message.contains("POSTERN_TLS_DISABLED"));
+        let config =
+            GatewayConfig::from_env(&Env::from_pairs([("POSTERN_TLS_DISABLED", "true")])).unwrap();
+        assert!(config.options.tls.is_none());
+        let env = Env::from_pairs([("POSTERN_TLS_CERT", "/nonexistent/cert.pem")]);
+        assert_eq!(
+            GatewayConfig::from_env(&env).unwrap_err().var,
+            "POSTERN_TLS_KEY"
+        );
+        let env = Env::from_pairs([
+            ("POSTERN_TLS_CERT", "/nonexistent/cert.pem"),
+            ("POSTERN_TLS_KEY", "/k"),
+        ]);
+        let err = GatewayConfig::from_env(&env).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/cert.pem"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (var, value) in [
+            ("POSTERN_LISTEN_ADDR", "localhost"),
+            ("POSTERN_INTERNAL_ADDR", "1.2.3.4"),
+            ("POSTERN_KEEPALIVE_INTERVAL_MS", "fast"),
+            ("POSTERN_SESSION_OPEN_TIMEOUT_MS", "5"),
+            ("POSTERN_TLS_DISABLED", "maybe"),
+            ("POSTERN_BOOTSTRAP_ADMIN_TOKEN", "short"),
+        ] {
+            let env = Env::from_pairs([("POSTERN_TLS_DISABLED", "true"), (var, value)]);
+            let err = GatewayConfig::from_env(&env).unwrap_err();
+            assert_eq!(err.var, var, "{err}");
+        }
+    }
+
+    #[test]
+    fn the_bootstrap_token_is_never_printed() {
+        let token = "pst_user_0123456789abcdef0123456789abcdef";
+        let env = Env::from_pairs([
+            ("POSTERN_TLS_DISABLED", "1"),
+            ("POSTERN_BOOTSTRAP_ADMIN_TOKEN", token),
+        ]);
+        let config = GatewayConfig::from_env(&env).unwrap();
+        assert!(!format!("{config:?}").contains(token));
+    }
+}

@@ -1,0 +1,161 @@
+//! One error type for everything the gateway refuses, classified once and
+//! rendered as a gRPC status or an HTTP/JSON error, and counted either way.
+
+use axum::http::StatusCode;
+use postern_state::StoreError;
+use tonic::{Code, Status};
+
+use crate::metrics::ErrorKind;
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct Refusal {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn grpc_code(&self) -> Code {
+        match self.kind {
+            ErrorKind::Unauthenticated => Code::Unauthenticated,
+            ErrorKind::Forbidden => Code::PermissionDenied,
+            ErrorKind::BadRequest => Code::InvalidArgument,
+            ErrorKind::NotFound => Code::NotFound,
+            ErrorKind::AgentOffline | ErrorKind::TargetUnreachable | ErrorKind::Draining => {
+                Code::Unavailable
+            }
+            ErrorKind::StoreUnavailable => Code::Unavailable,
+            ErrorKind::AttachTimeout => Code::DeadlineExceeded,
+            ErrorKind::StreamError => Code::Aborted,
+        }
+    }
+
+    pub fn http_status(&self) -> StatusCode {
+        match self.kind {
+            ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::AttachTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::AgentOffline
+            | ErrorKind::TargetUnreachable
+            | ErrorKind::Draining
+            | ErrorKind::StoreUnavailable
+            | ErrorKind::StreamError => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// A stable, machine-readable code for JSON errors.
+    pub fn code(&self) -> &'static str {
+        self.kind.as_str()
+    }
+}
+
+impl From<Refusal> for Status {
+    fn from(refusal: Refusal) -> Self {
+        Status::new(refusal.grpc_code(), refusal.message)
+    }
+}
+
+/// Store failures: a conflict or invalid input is the caller's; anything else
+/// means the policy cannot be evaluated, and the request fails closed.
+impl From<StoreError> for Refusal {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::AlreadyExists { .. } | StoreError::Invalid { .. } => {
+                Refusal::new(ErrorKind::BadRequest, err.to_string())
+            }
+            StoreError::Unavailable(_) | StoreError::Backend(_) => {
+                tracing::error!(error = %err, "policy store failure");
+                Refusal::new(
+                    ErrorKind::StoreUnavailable,
+                    "the policy store is unavailable; try again shortly",
+                )
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_maps_to_a_status_and_code() {
+        let cases = [
+            (
+                ErrorKind::Unauthenticated,
+                Code::Unauthenticated,
+                401,
+                "unauthenticated",
+            ),
+            (
+                ErrorKind::Forbidden,
+                Code::PermissionDenied,
+                403,
+                "forbidden",
+            ),
+            (
+                ErrorKind::BadRequest,
+                Code::InvalidArgument,
+                400,
+                "bad_request",
+            ),
+            (ErrorKind::NotFound, Code::NotFound, 404, "not_found"),
+            (
+                ErrorKind::AgentOffline,
+                Code::Unavailable,
+                503,
+                "agent_offline",
+            ),
+            (
+                ErrorKind::TargetUnreachable,
+                Code::Unavailable,
+                503,
+                "target_unreachable",
+            ),
+            (
+                ErrorKind::AttachTimeout,
+                Code::DeadlineExceeded,
+                504,
+                "attach_timeout",
+            ),
+            (
+                ErrorKind::StoreUnavailable,
+                Code::Unavailable,
+                503,
+                "store_unavailable",
+            ),
+            (ErrorKind::Draining, Code::Unavailable, 503, "draining"),
+            (ErrorKind::StreamError, Code::Aborted, 503, "stream_error"),
+        ];
+        for (kind, code, http, name) in cases {
+            let refusal = Refusal::new(kind, "x");
+            assert_eq!(refusal.grpc_code(), code, "{kind:?}");
+            assert_eq!(refusal.http_status().as_u16(), http, "{kind:?}");
+            assert_eq!(refusal.code(), name);
+        }
+    }
+
+    #[test]
+    fn store_errors_fail_closed() {
+        let refusal = Refusal::from(StoreError::Unavailable("disk gone".into()));
+        assert_eq!(refusal.kind, ErrorKind::StoreUnavailable);
+        assert!(
+            !refusal.message.contains("disk gone"),
+            "internal detail leaked"
+        );
+        let refusal = Refusal::from(StoreError::AlreadyExists {
+            kind: "connection",
+            name: "pg".into(),
+        });
+        assert_eq!(refusal.kind, ErrorKind::BadRequest);
+    }
+}

@@ -1,0 +1,128 @@
+//! Accounting for one spliced session: bytes each way, outcome, and the session
+//! record written when both directions are done.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures::{Stream, StreamExt};
+use postern_state::{PolicyStore, SessionEnd, now_ms};
+use postern_tunnel::frame::payload_len;
+use postern_tunnel::proto::Frame;
+use tonic::{Status, Streaming};
+use tracing::{Span, info, warn};
+
+use crate::metrics::{Direction, ErrorKind, Metrics};
+
+pub type FrameResponse = Pin<Box<dyn Stream<Item = Result<Frame, Status>> + Send + 'static>>;
+
+/// Shared by the two directions of a session; its drop marks the session's end.
+pub struct SessionTracker {
+    pub id: String,
+    bytes_up: AtomicU64,
+    bytes_down: AtomicU64,
+    started: AtomicBool,
+    error: Mutex<Option<String>>,
+    metrics: Arc<Metrics>,
+    policy: Arc<dyn PolicyStore>,
+    span: Span,
+}
+
+impl SessionTracker {
+    pub fn new(
+        id: String,
+        metrics: Arc<Metrics>,
+        policy: Arc<dyn PolicyStore>,
+        span: Span,
+    ) -> Self {
+        Self {
+            id,
+            bytes_up: AtomicU64::new(0),
+            bytes_down: AtomicU64::new(0),
+            started: AtomicBool::new(false),
+            error: Mutex::new(None),
+            metrics,
+            policy,
+            span,
+        }
+    }
+
+    /// The agent attached: from here on, the session counts as open.
+    pub fn start(&self) {
+        if !self.started.swap(true, Ordering::AcqRel) {
+            self.metrics.sessions_open.inc();
+        }
+    }
+
+    fn fail(&self, status: &Status) {
+        let mut error = self.error.lock().unwrap_or_else(|e| e.into_inner());
+        if error.is_none() {
+            *error = Some(format!("{:?}: {}", status.code(), status.message()));
+            self.metrics.error(ErrorKind::StreamError);
+        }
+    }
+}
+
+impl Drop for SessionTracker {
+    fn drop(&mut self) {
+        if !self.started.load(Ordering::Acquire) {
+            return;
+        }
+        self.metrics.sessions_open.dec();
+        let error = self
+            .error
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let end = SessionEnd {
+            id: self.id.clone(),
+            ended_at_ms: now_ms(),
+            bytes_up: self.bytes_up.load(Ordering::Relaxed),
+            bytes_down: self.bytes_down.load(Ordering::Relaxed),
+            outcome: error.clone().unwrap_or_else(|| "ok".to_owned()),
+        };
+        self.metrics
+            .session_ended(if error.is_some() { "error" } else { "ok" });
+        self.span.in_scope(|| {
+            info!(bytes_up = end.bytes_up, bytes_down = end.bytes_down, outcome = %end.outcome, "session ended")
+        });
+        let policy = self.policy.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = policy.record_session_end(&end).await {
+                    warn!(session_id = %end.id, error = %e, "cannot record the session's end");
+                }
+            });
+        }
+    }
+}
+
+/// Passes a session's frames through unchanged, counting payload bytes and
+/// remembering a stream error as the session's outcome.
+pub fn counted(
+    inbound: Streaming<Frame>,
+    tracker: Arc<SessionTracker>,
+    direction: Direction,
+) -> FrameResponse {
+    let counter = match direction {
+        Direction::Up => tracker.metrics.bytes_up.clone(),
+        Direction::Down => tracker.metrics.bytes_down.clone(),
+    };
+    Box::pin(inbound.map(move |item| {
+        match &item {
+            Ok(frame) => {
+                let n = payload_len(frame) as u64;
+                if n > 0 {
+                    counter.inc_by(n);
+                    let total = match direction {
+                        Direction::Up => &tracker.bytes_up,
+                        Direction::Down => &tracker.bytes_down,
+                    };
+                    total.fetch_add(n, Ordering::Relaxed);
+                }
+            }
+            Err(status) => tracker.fail(status),
+        }
+        item
+    }))
+}

@@ -1,0 +1,164 @@
+//! The state one replica's handlers share.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use postern_state::{
+    Agent, AuditEvent, AuditSink, PolicyStore, Role, RouteStore, UserToken, now_ms,
+};
+use postern_tunnel::Secret;
+use postern_tunnel::auth::{BearerError, bearer_token, hash_token};
+use tokio_util::sync::CancellationToken;
+use tonic::metadata::MetadataMap;
+
+use crate::metrics::{ErrorKind, Metrics};
+use crate::refusal::Refusal;
+use crate::registry::{AgentRegistry, PendingSessions};
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How often control streams carry keepalives; three missed ones end the stream.
+    pub keepalive_interval: Duration,
+    /// How long a user's Open waits for the agent to reach the target and attach.
+    pub session_open_timeout: Duration,
+    /// How long a draining replica lets sessions finish before it stops.
+    pub drain_grace: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            keepalive_interval: Duration::from_secs(20),
+            session_open_timeout: Duration::from_secs(10),
+            drain_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The external stores a replica uses.
+#[derive(Clone)]
+pub struct Stores {
+    pub policy: Arc<dyn PolicyStore>,
+    pub audit: Arc<dyn AuditSink>,
+    pub routes: Arc<dyn RouteStore>,
+}
+
+pub struct Shared {
+    pub replica_id: String,
+    pub stores: Stores,
+    pub agents: AgentRegistry,
+    pub pending: PendingSessions,
+    pub metrics: Arc<Metrics>,
+    pub settings: Settings,
+    draining: AtomicBool,
+    /// Cancelled when the replica stops: agent control loops end.
+    pub stop: CancellationToken,
+}
+
+impl Shared {
+    pub fn new(replica_id: String, stores: Stores, settings: Settings) -> Self {
+        Self {
+            replica_id,
+            stores,
+            agents: AgentRegistry::default(),
+            pending: PendingSessions::default(),
+            metrics: Arc::new(Metrics::new()),
+            settings,
+            draining: AtomicBool::new(false),
+            stop: CancellationToken::new(),
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Counts the refusal and passes it on.
+    pub fn refuse(&self, refusal: Refusal) -> Refusal {
+        self.metrics.error(refusal.kind);
+        refusal
+    }
+
+    pub async fn authenticate_agent(&self, metadata: &MetadataMap) -> Result<Agent, Refusal> {
+        let token = bearer_token(metadata).map_err(|e| self.refuse(bearer_refusal(e, "agent")))?;
+        match self
+            .stores
+            .policy
+            .agent_by_token_hash(&hash_token(token.expose()))
+            .await
+        {
+            Ok(Some(agent)) => Ok(agent),
+            Ok(None) => Err(self.refuse(Refusal::new(
+                ErrorKind::Unauthenticated,
+                "unknown or revoked agent token (create one with `postern agent add NAME`)",
+            ))),
+            Err(e) => Err(self.refuse(e.into())),
+        }
+    }
+
+    pub async fn authenticate_user(
+        &self,
+        token: Result<Secret, BearerError>,
+    ) -> Result<UserToken, Refusal> {
+        let token = token.map_err(|e| self.refuse(bearer_refusal(e, "user")))?;
+        match self
+            .stores
+            .policy
+            .user_by_token_hash(&hash_token(token.expose()))
+            .await
+        {
+            Ok(Some(user)) => Ok(user),
+            Ok(None) => Err(self.refuse(Refusal::new(
+                ErrorKind::Unauthenticated,
+                "unknown or revoked token: run `postern login` again",
+            ))),
+            Err(e) => Err(self.refuse(e.into())),
+        }
+    }
+
+    pub fn require_admin(&self, user: &UserToken) -> Result<(), Refusal> {
+        if user.role == Role::Admin {
+            Ok(())
+        } else {
+            Err(self.refuse(Refusal::new(
+                ErrorKind::Forbidden,
+                format!("{} is not an admin: this needs an admin token", user.user),
+            )))
+        }
+    }
+
+    /// Writes an audit event; a failure is logged, never silently dropped.
+    pub async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        target: &str,
+        outcome: &str,
+        detail: String,
+    ) {
+        let event = AuditEvent {
+            at_ms: now_ms(),
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            target: target.to_owned(),
+            outcome: outcome.to_owned(),
+            detail,
+        };
+        if let Err(e) = self.stores.audit.record(&event).await {
+            tracing::error!(error = %e, ?event, "cannot write audit event");
+        }
+    }
+}
+
+fn bearer_refusal(err: BearerError, who: &str) -> Refusal {
+    let hint = match who {
+        "agent" => "set POSTERN_AGENT_TOKEN",
+        _ => "run `postern login`",
+    };
+    Refusal::new(ErrorKind::Unauthenticated, format!("{err}; {hint}"))
+}

@@ -6,7 +6,7 @@ use postern_tunnel::frame::MAX_MESSAGE_SIZE;
 use postern_tunnel::proto::agent_message::Kind as AgentKind;
 use postern_tunnel::proto::agent_tunnel_client::AgentTunnelClient;
 use postern_tunnel::proto::{AgentMessage, SessionRejected, SessionRequest};
-use postern_tunnel::stream::{outgoing_channel, splice};
+use postern_tunnel::stream::{FINISH_LINGER, outgoing_channel, splice};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tonic::metadata::AsciiMetadataValue;
@@ -60,15 +60,18 @@ pub(crate) async fn serve(
     };
     debug!("attached");
     let mut frames = FrameStream::new(inbound, outgoing, Some(config.keepalive_interval));
-    match splice(&mut socket, &mut frames).await {
+    let error = match splice(&mut socket, &mut frames).await {
         Ok((to_user, from_user)) => {
-            info!(bytes_up = from_user, bytes_down = to_user, "session ended")
+            info!(bytes_up = from_user, bytes_down = to_user, "session ended");
+            None
         }
         Err(e) => {
             info!(error = %e, "session ended with an error");
-            frames.abort(&format!("agent: {e}"));
+            Some(format!("agent: {e}"))
         }
-    }
+    };
+    drop(socket);
+    frames.finish(error, FINISH_LINGER).await;
 }
 
 async fn dial(target: &str, config: &AgentConfig) -> Result<TcpStream, String> {

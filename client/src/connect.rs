@@ -7,7 +7,7 @@ use std::time::Duration;
 use postern_tunnel::auth::{CONNECTION_HEADER, set_bearer};
 use postern_tunnel::frame::MAX_MESSAGE_SIZE;
 use postern_tunnel::proto::sessions_client::SessionsClient;
-use postern_tunnel::stream::{outgoing_channel, splice};
+use postern_tunnel::stream::{FINISH_LINGER, outgoing_channel, splice};
 use postern_tunnel::{FrameStream, Secret};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -68,13 +68,11 @@ impl Connector {
             }
         };
         let mut frames = FrameStream::new(inbound, outgoing, Some(SESSION_KEEPALIVE));
-        match splice(&mut socket, &mut frames).await {
-            Ok(counts) => Ok(counts),
-            Err(e) => {
-                frames.abort(&format!("client: {e}"));
-                Err(e.into())
-            }
-        }
+        let result = splice(&mut socket, &mut frames).await;
+        drop(socket);
+        let error = result.as_ref().err().map(|e| format!("client: {e}"));
+        frames.finish(error, FINISH_LINGER).await;
+        Ok(result?)
     }
 
     /// Accepts connections forever, one session each; problems are reported on stderr.

@@ -9,6 +9,7 @@ use futures::{Stream, StreamExt};
 use postern_state::{PolicyStore, SessionEnd, now_ms};
 use postern_tunnel::frame::payload_len;
 use postern_tunnel::proto::Frame;
+use postern_tunnel::proto::frame::Kind;
 use tonic::{Status, Streaming};
 use tracing::{Span, info, warn};
 
@@ -22,6 +23,10 @@ pub struct SessionTracker {
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
     started: AtomicBool,
+    /// Whether a Close frame passed in each direction: a stream that ends
+    /// without one was cut, whatever the transport said.
+    closed_up: AtomicBool,
+    closed_down: AtomicBool,
     error: Mutex<Option<String>>,
     metrics: Arc<Metrics>,
     policy: Arc<dyn PolicyStore>,
@@ -40,6 +45,8 @@ impl SessionTracker {
             bytes_up: AtomicU64::new(0),
             bytes_down: AtomicU64::new(0),
             started: AtomicBool::new(false),
+            closed_up: AtomicBool::new(false),
+            closed_down: AtomicBool::new(false),
             error: Mutex::new(None),
             metrics,
             policy,
@@ -54,11 +61,25 @@ impl SessionTracker {
         }
     }
 
-    fn fail(&self, status: &Status) {
+    fn fail(&self, reason: String) {
         let mut error = self.error.lock().unwrap_or_else(|e| e.into_inner());
         if error.is_none() {
-            *error = Some(format!("{:?}: {}", status.code(), status.message()));
+            *error = Some(reason);
             self.metrics.error(ErrorKind::StreamError);
+        }
+    }
+
+    fn closed(&self, direction: Direction, close: &postern_tunnel::proto::Close) {
+        match direction {
+            Direction::Up => self.closed_up.store(true, Ordering::Release),
+            Direction::Down => self.closed_down.store(true, Ordering::Release),
+        }
+        if close.error {
+            let side = match direction {
+                Direction::Up => "user side",
+                Direction::Down => "agent side",
+            };
+            self.fail(format!("{side} closed with an error: {}", close.reason));
         }
     }
 }
@@ -110,6 +131,7 @@ pub fn counted(
     };
     Box::pin(inbound.map(move |item| {
         match &item {
+            Ok(Frame { kind: Some(Kind::Close(close)) }) => tracker.closed(direction, close),
             Ok(frame) => {
                 let n = payload_len(frame) as u64;
                 if n > 0 {
@@ -121,7 +143,7 @@ pub fn counted(
                     total.fetch_add(n, Ordering::Relaxed);
                 }
             }
-            Err(status) => tracker.fail(status),
+            Err(status) => tracker.fail(format!("{:?}: {}", status.code(), status.message())),
         }
         item
     }))

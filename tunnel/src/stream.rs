@@ -21,6 +21,9 @@ use crate::proto::{Frame, frame::Kind};
 /// Frames queued towards the gRPC stream; the HTTP/2 window does the real buffering.
 const OUTGOING_QUEUE: usize = 8;
 
+/// How long [`FrameStream::finish`] waits for the peer to end its side.
+pub const FINISH_LINGER: Duration = Duration::from_secs(10);
+
 /// Buffer size for splicing a socket onto a frame stream: one read fills one frame.
 pub const SPLICE_BUFFER: usize = MAX_FRAME_PAYLOAD;
 
@@ -84,13 +87,24 @@ where
         }
     }
 
-    /// Ends the session abnormally: tells the peer why (best effort), after which
-    /// dropping the stream ends it.
-    pub fn abort(&mut self, reason: &str) {
-        if !self.write_closed {
-            self.write_closed = true;
-            let _ = self.control.try_send(frame::close(Some(reason.to_owned())));
-        }
+    /// Ends the stream cleanly, after [`splice`] or an error.
+    ///
+    /// Dropping a gRPC response while our own request frames are still queued
+    /// resets the HTTP/2 stream and loses them. So: say why if it failed, end our
+    /// side (END_STREAM follows the queued frames), then read until the peer ends
+    /// its side too, for at most `linger`.
+    pub async fn finish(self, error: Option<String>, linger: Duration) {
+        let Self { mut incoming, outgoing, control, write_closed, _stop_keepalive, .. } = self;
+        drop(outgoing);
+        drop(_stop_keepalive);
+        let drain = async move {
+            if let Some(reason) = error.filter(|_| !write_closed) {
+                let _ = control.send(frame::close(Some(reason))).await;
+            }
+            drop(control);
+            while let Some(Ok(_)) = incoming.next().await {}
+        };
+        let _ = tokio::time::timeout(linger, drain).await;
     }
 
     /// Payload bytes received and sent so far.

@@ -1,0 +1,253 @@
+//! In-process test harness: a real gateway and a real agent on ephemeral
+//! loopback ports, TLS on, SQLite in a temporary directory.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use postern::connect::Connector;
+use postern_agent::{AgentConfig, AgentHandle};
+use postern_gateway::{GatewayOptions, RunningGateway, Settings, Stores};
+use postern_state::memory::MemoryRouteStore;
+use postern_state::sqlite::SqliteStore;
+use postern_state::{Agent, Connection, ConnectionKind, PolicyStore, Role, UserToken, now_ms};
+use postern_tunnel::Secret;
+use postern_tunnel::auth::{TokenKind, generate_token, hash_token};
+use postern_tunnel::tls::{DevCertificates, Identity, server_config};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+pub const AGENT: &str = "agent-1";
+
+pub struct Cluster {
+    pub gateway: Option<RunningGateway>,
+    pub store: Arc<SqliteStore>,
+    pub dir: tempfile::TempDir,
+    pub ca_path: PathBuf,
+    pub ca_pem: Vec<u8>,
+    pub url: String,
+    pub admin_token: Secret,
+    pub user_token: Secret,
+    pub agent_token: Secret,
+    pub agent: Option<AgentHandle>,
+    pub settings: Settings,
+    identity_paths: (PathBuf, PathBuf),
+}
+
+pub fn test_settings() -> Settings {
+    Settings {
+        keepalive_interval: Duration::from_secs(2),
+        session_open_timeout: Duration::from_secs(5),
+        drain_grace: Duration::from_secs(5),
+    }
+}
+
+impl Cluster {
+    pub async fn start() -> Self {
+        // POSTERN_TEST_LOG=info (or debug) shows the gateway's and agent's logs.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_env("POSTERN_TEST_LOG"))
+            .with_test_writer()
+            .try_init();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (certs, _) = DevCertificates::load_or_create(&dir.path().join("tls")).expect("dev certificates");
+        let store = Arc::new(SqliteStore::open(&dir.path().join("postern.db")).await.expect("sqlite store"));
+        let admin_token = generate_token(TokenKind::User);
+        let user_token = generate_token(TokenKind::User);
+        for (user, token, role) in [("root", &admin_token, Role::Admin), ("alice", &user_token, Role::User)] {
+            store
+                .create_user_token(&UserToken { user: user.into(), token_hash: hash_token(token.expose()), role, created_at_ms: now_ms() })
+                .await
+                .unwrap();
+        }
+        let agent_token = generate_token(TokenKind::Agent);
+        store
+            .create_agent(&Agent { name: AGENT.into(), token_hash: hash_token(agent_token.expose()), created_at_ms: now_ms() })
+            .await
+            .unwrap();
+        let ca_pem = std::fs::read(certs.ca_path()).unwrap();
+        let mut cluster = Self {
+            gateway: None,
+            store,
+            ca_path: certs.ca_path(),
+            ca_pem,
+            url: String::new(),
+            admin_token,
+            user_token,
+            agent_token,
+            agent: None,
+            settings: test_settings(),
+            identity_paths: (certs.cert_path(), certs.key_path()),
+            dir,
+        };
+        cluster.start_gateway("127.0.0.1:0".parse().unwrap()).await;
+        cluster.agent = Some(cluster.spawn_agent(cluster.agent_token.clone()));
+        cluster
+            .agent
+            .as_ref()
+            .unwrap()
+            .wait_connected(Duration::from_secs(10))
+            .await
+            .expect("agent connects");
+        cluster
+    }
+
+    pub async fn start_gateway(&mut self, listen_addr: SocketAddr) {
+        let identity = Identity::from_pem_files(&self.identity_paths.0, &self.identity_paths.1).unwrap();
+        let store = self.store.clone();
+        let stores = Stores { policy: store.clone(), audit: store, routes: Arc::new(MemoryRouteStore::new()) };
+        let gateway = postern_gateway::start(
+            GatewayOptions {
+                listen_addr,
+                internal_addr: "127.0.0.1:0".parse().unwrap(),
+                tls: Some(server_config(identity).unwrap()),
+                replica_id: postern_gateway::new_replica_id(),
+                settings: self.settings.clone(),
+            },
+            stores,
+        )
+        .await
+        .expect("gateway starts");
+        self.url = format!("https://localhost:{}", gateway.public_addr.port());
+        self.gateway = Some(gateway);
+    }
+
+    pub fn gateway(&self) -> &RunningGateway {
+        self.gateway.as_ref().expect("gateway running")
+    }
+
+    pub fn spawn_agent(&self, token: Secret) -> AgentHandle {
+        let mut config = AgentConfig::new(self.url.clone(), token);
+        config.ca_pem = Some(self.ca_pem.clone());
+        config.keepalive_interval = Duration::from_secs(2);
+        config.reconnect_base = Duration::from_millis(50);
+        config.reconnect_max = Duration::from_millis(500);
+        postern_agent::spawn(config).expect("agent config")
+    }
+
+    pub async fn add_connection(&self, name: &str, target: &str, agent: &str) {
+        self.store
+            .create_connection(&Connection {
+                name: name.into(),
+                kind: ConnectionKind::Tcp,
+                target: target.into(),
+                agent: agent.into(),
+                created_at_ms: now_ms(),
+            })
+            .await
+            .unwrap();
+    }
+
+    pub fn channel(&self) -> tonic::transport::Channel {
+        postern_tunnel::http2::lazy_channel(&self.url, Some(&self.ca_pem)).unwrap()
+    }
+
+    pub fn connector(&self, connection: &str) -> Connector {
+        Connector::new(self.channel(), self.user_token.clone(), connection).unwrap()
+    }
+
+    /// What `postern connect` does, in-process: a local port for `connection`.
+    pub async fn local_port(&self, connection: &str) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(self.connector(connection).serve(listener));
+        addr
+    }
+
+    /// Environment for the real `postern` binary.
+    pub fn cli_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("POSTERN_CONFIG".into(), self.dir.path().join("cli.json").display().to_string()),
+            ("POSTERN_GATEWAY_URL".into(), self.url.clone()),
+            ("POSTERN_TOKEN".into(), self.user_token.expose().into()),
+            ("POSTERN_CA_CERT".into(), self.ca_path.display().to_string()),
+        ]
+    }
+
+    pub async fn sessions(&self) -> Vec<postern_state::SessionRecord> {
+        self.store.sessions(1000).await.unwrap()
+    }
+
+    pub async fn metrics(&self) -> String {
+        http_get(self.gateway().internal_addr, "/metrics").await
+    }
+}
+
+/// A TCP echo server; returns its address.
+pub async fn echo_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let (mut read, mut write) = socket.split();
+                let _ = tokio::io::copy(&mut read, &mut write).await;
+                let _ = write.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// A plain HTTP/1.1 GET, enough for health and metrics endpoints.
+pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    socket.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*), fast enough to stream gigabytes.
+pub struct Prng(u64);
+
+impl Prng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            let value = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
+            chunk.copy_from_slice(&value[..chunk.len()]);
+        }
+    }
+}
+
+/// Postgres the tests run against: `POSTERN_TEST_PG_HOST`/`POSTERN_TEST_PG_PORT`
+/// (the test command sets them), else 127.0.0.1:5432. Fails loudly if absent.
+pub fn postgres() -> (String, u16) {
+    let host = std::env::var("POSTERN_TEST_PG_HOST").unwrap_or_else(|_| "127.0.0.1".into());
+    let port: u16 = std::env::var("POSTERN_TEST_PG_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(5432);
+    if std::net::TcpStream::connect_timeout(&format!("{host}:{port}").parse().unwrap(), Duration::from_secs(2)).is_err() {
+        panic!(
+            "these tests need PostgreSQL at {host}:{port} (user postgres, trust auth). \
+             Run the suite with scripts/test, which starts one, or set POSTERN_TEST_PG_HOST/POSTERN_TEST_PG_PORT."
+        );
+    }
+    (host, port)
+}
+
+/// Polls `check` until it yields a value; fails after 15 s. For conditions
+/// with no event to wait on (a record written by a background task).
+pub async fn wait_for<T, F, Fut>(mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "condition not reached within 15 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -251,3 +251,82 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Passes raw bytes as gRPC messages: lets a test send what no well-behaved
+/// client would (truncated or oversized protobuf).
+#[derive(Clone, Copy, Default)]
+pub struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = bytes::Bytes;
+    type Decode = bytes::Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: bytes::Bytes, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<bytes::Bytes>, tonic::Status> {
+        use bytes::Buf;
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// Opens a session with raw messages; returns the sender for them and the
+/// response stream (or the refusal).
+pub async fn raw_open(
+    cluster: &Cluster,
+    token: &Secret,
+    connection: &str,
+) -> Result<(tokio::sync::mpsc::Sender<bytes::Bytes>, tonic::Streaming<bytes::Bytes>), tonic::Status> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    postern_tunnel::auth::set_bearer(request.metadata_mut(), token).unwrap();
+    request.metadata_mut().insert(postern_tunnel::auth::CONNECTION_HEADER, connection.parse().unwrap());
+    let mut grpc = tonic::client::Grpc::new(cluster.channel()).max_encoding_message_size(16 << 20);
+    grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let path = http::uri::PathAndQuery::from_static("/postern.v1.Sessions/Open");
+    let response = grpc.streaming(request, path, RawCodec).await?;
+    Ok((tx, response.into_inner()))
+}
+
+/// Reads a raw session stream to its end: the Close frame it carried, if any,
+/// or the status it ended with.
+pub async fn raw_outcome(mut inbound: tonic::Streaming<bytes::Bytes>) -> Result<Option<postern_tunnel::proto::Close>, tonic::Status> {
+    use postern_tunnel::proto::{Frame, frame::Kind};
+    use prost::Message;
+    let mut close = None;
+    while let Some(message) = inbound.message().await? {
+        if let Ok(Frame { kind: Some(Kind::Close(c)) }) = Frame::decode(message) {
+            close = Some(c);
+        }
+    }
+    Ok(close)
+}
+
+/// Sends `message` through a local port and expects it echoed back.
+pub async fn echo_once(port: SocketAddr, message: &[u8]) {
+    let mut socket = tokio::net::TcpStream::connect(port).await.unwrap();
+    socket.write_all(message).await.unwrap();
+    socket.shutdown().await.unwrap();
+    let mut reply = Vec::new();
+    socket.read_to_end(&mut reply).await.unwrap();
+    assert_eq!(reply, message);
+}

@@ -20,12 +20,17 @@ use tonic::Code;
 const QUICKLY: Duration = Duration::from_secs(5);
 
 async fn control_with(cluster: &Cluster, token: Option<&str>) -> tonic::Status {
-    let hello = AgentMessage { kind: Some(agent_message::Kind::Hello(AgentHello::default())) };
+    let hello = AgentMessage {
+        kind: Some(agent_message::Kind::Hello(AgentHello::default())),
+    };
     let mut request = tonic::Request::new(futures::stream::iter([hello]));
     if let Some(token) = token {
         set_bearer(request.metadata_mut(), &Secret::new(token)).unwrap();
     }
-    AgentTunnelClient::new(cluster.channel()).control(request).await.expect_err("refused")
+    AgentTunnelClient::new(cluster.channel())
+        .control(request)
+        .await
+        .expect_err("refused")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,10 +38,18 @@ async fn wrong_or_missing_agent_tokens_are_refused() {
     let cluster = Cluster::start().await;
     let missing = control_with(&cluster, None).await;
     assert_eq!(missing.code(), Code::Unauthenticated);
-    assert!(missing.message().contains("missing `authorization: Bearer"), "{}", missing.message());
+    assert!(
+        missing.message().contains("missing `authorization: Bearer"),
+        "{}",
+        missing.message()
+    );
     let wrong = control_with(&cluster, Some("pst_agent_0000")).await;
     assert_eq!(wrong.code(), Code::Unauthenticated);
-    assert!(wrong.message().contains("unknown or revoked agent token"), "{}", wrong.message());
+    assert!(
+        wrong.message().contains("unknown or revoked agent token"),
+        "{}",
+        wrong.message()
+    );
     // A user's token is not an agent's.
     let user = control_with(&cluster, Some(cluster.user_token.expose())).await;
     assert_eq!(user.code(), Code::Unauthenticated);
@@ -45,30 +58,65 @@ async fn wrong_or_missing_agent_tokens_are_refused() {
     let impostor = cluster.spawn_agent(Secret::new("pst_agent_bogus"));
     assert_eq!(impostor.wait_connected(Duration::from_secs(2)).await, None);
     impostor.stop().await;
-    assert!(cluster.metrics().await.contains("postern_errors_total{kind=\"unauthenticated\"}"));
+    assert!(
+        cluster
+            .metrics()
+            .await
+            .contains("postern_errors_total{kind=\"unauthenticated\"}")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_or_missing_user_tokens_are_refused() {
     let cluster = Cluster::start().await;
-    cluster.add_connection("echo", &echo_server().await.to_string(), AGENT).await;
+    cluster
+        .add_connection("echo", &echo_server().await.to_string(), AGENT)
+        .await;
     for token in ["pst_user_nope", cluster.agent_token.expose()] {
-        let status = raw_open(&cluster, &Secret::new(token), "echo").await.expect_err("refused");
+        let status = raw_open(&cluster, &Secret::new(token), "echo")
+            .await
+            .expect_err("refused");
         assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
-        assert!(status.message().contains("run `postern login` again"), "{}", status.message());
+        assert!(
+            status.message().contains("run `postern login` again"),
+            "{}",
+            status.message()
+        );
     }
 
     // The JSON API answers in its own format.
-    let login = Login { gateway_url: cluster.url.clone(), token: Secret::new("pst_user_nope"), ca_cert: Some(cluster.ca_path.clone()) };
-    match ApiClient::new(login).unwrap().get::<serde_json::Value>("/v1/connections").await {
-        Err(ApiError::Refused { status, code, .. }) => assert_eq!((status.as_u16(), code.as_str()), (401, "unauthenticated")),
+    let login = Login {
+        gateway_url: cluster.url.clone(),
+        token: Secret::new("pst_user_nope"),
+        ca_cert: Some(cluster.ca_path.clone()),
+    };
+    match ApiClient::new(login)
+        .unwrap()
+        .get::<serde_json::Value>("/v1/connections")
+        .await
+    {
+        Err(ApiError::Refused { status, code, .. }) => {
+            assert_eq!((status.as_u16(), code.as_str()), (401, "unauthenticated"))
+        }
         other => panic!("expected a refusal, got {other:?}"),
     }
     // A user may connect but not administer.
-    let login = Login { gateway_url: cluster.url.clone(), token: cluster.user_token.clone(), ca_cert: Some(cluster.ca_path.clone()) };
+    let login = Login {
+        gateway_url: cluster.url.clone(),
+        token: cluster.user_token.clone(),
+        ca_cert: Some(cluster.ca_path.clone()),
+    };
     let body = serde_json::json!({ "name": "x", "kind": "tcp", "target": "h:1", "agent": AGENT });
-    match ApiClient::new(login).unwrap().post::<_, serde_json::Value>("/v1/connections", &body).await {
-        Err(ApiError::Refused { status, code, message }) => {
+    match ApiClient::new(login)
+        .unwrap()
+        .post::<_, serde_json::Value>("/v1/connections", &body)
+        .await
+    {
+        Err(ApiError::Refused {
+            status,
+            code,
+            message,
+        }) => {
             assert_eq!((status.as_u16(), code.as_str()), (403, "forbidden"));
             assert!(message.contains("alice is not an admin"), "{message}");
         }
@@ -81,40 +129,75 @@ async fn unknown_connection_offline_agent_and_unreachable_target_fail_fast() {
     let cluster = Cluster::start().await;
     cluster
         .store
-        .create_agent(&Agent { name: "ghost".into(), token_hash: "never-connects".into(), created_at_ms: now_ms() })
+        .create_agent(&Agent {
+            name: "ghost".into(),
+            token_hash: "never-connects".into(),
+            created_at_ms: now_ms(),
+        })
         .await
         .unwrap();
-    cluster.add_connection("haunted", "127.0.0.1:5432", "ghost").await;
+    cluster
+        .add_connection("haunted", "127.0.0.1:5432", "ghost")
+        .await;
     let closed_port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap()
     };
-    cluster.add_connection("nowhere", &closed_port.to_string(), AGENT).await;
+    cluster
+        .add_connection("nowhere", &closed_port.to_string(), AGENT)
+        .await;
 
     let cases = [
-        ("missing", Code::NotFound, "connection \"missing\" does not exist".to_owned()),
-        ("haunted", Code::Unavailable, "agent \"ghost\" serving connection \"haunted\" is offline".to_owned()),
-        ("nowhere", Code::Unavailable, format!("cannot reach {closed_port}")),
+        (
+            "missing",
+            Code::NotFound,
+            "connection \"missing\" does not exist".to_owned(),
+        ),
+        (
+            "haunted",
+            Code::Unavailable,
+            "agent \"ghost\" serving connection \"haunted\" is offline".to_owned(),
+        ),
+        (
+            "nowhere",
+            Code::Unavailable,
+            format!("cannot reach {closed_port}"),
+        ),
     ];
     for (connection, code, message) in cases {
-        let status = tokio::time::timeout(QUICKLY, raw_open(&cluster, &cluster.user_token, connection))
-            .await
-            .unwrap_or_else(|_| panic!("{connection}: no answer within {QUICKLY:?}"))
-            .expect_err("refused");
+        let status =
+            tokio::time::timeout(QUICKLY, raw_open(&cluster, &cluster.user_token, connection))
+                .await
+                .unwrap_or_else(|_| panic!("{connection}: no answer within {QUICKLY:?}"))
+                .expect_err("refused");
         assert_eq!(status.code(), code, "{connection}: {status:?}");
-        assert!(status.message().contains(&message), "{connection}: {}", status.message());
+        assert!(
+            status.message().contains(&message),
+            "{connection}: {}",
+            status.message()
+        );
     }
     let metrics = cluster.metrics().await;
     for kind in ["not_found", "agent_offline", "target_unreachable"] {
-        assert!(metrics.contains(&format!("postern_errors_total{{kind=\"{kind}\"}} 1")), "{kind}: {metrics}");
+        assert!(
+            metrics.contains(&format!("postern_errors_total{{kind=\"{kind}\"}} 1")),
+            "{kind}: {metrics}"
+        );
     }
 }
 
 /// Sends `messages` on a fresh session to the echo target and returns how it ended,
 /// while a healthy session on the same gateway and agent keeps working.
-async fn hostile_session(messages: Vec<Bytes>) -> (Cluster, Result<Option<postern_tunnel::proto::Close>, tonic::Status>) {
+async fn hostile_session(
+    messages: Vec<Bytes>,
+) -> (
+    Cluster,
+    Result<Option<postern_tunnel::proto::Close>, tonic::Status>,
+) {
     let cluster = Cluster::start().await;
-    cluster.add_connection("echo", &echo_server().await.to_string(), AGENT).await;
+    cluster
+        .add_connection("echo", &echo_server().await.to_string(), AGENT)
+        .await;
     let port = cluster.local_port("echo").await;
     let mut healthy = tokio::net::TcpStream::connect(port).await.unwrap();
     let mut probe = [0u8; 5];
@@ -122,11 +205,15 @@ async fn hostile_session(messages: Vec<Bytes>) -> (Cluster, Result<Option<poster
     healthy.write_all(b"alive").await.unwrap();
     healthy.read_exact(&mut probe).await.unwrap();
 
-    let (tx, inbound) = raw_open(&cluster, &cluster.user_token, "echo").await.expect("session opens");
+    let (tx, inbound) = raw_open(&cluster, &cluster.user_token, "echo")
+        .await
+        .expect("session opens");
     for message in messages {
         tx.send(message).await.unwrap();
     }
-    let outcome = tokio::time::timeout(Duration::from_secs(10), raw_outcome(inbound)).await.expect("the hostile session ends");
+    let outcome = tokio::time::timeout(Duration::from_secs(10), raw_outcome(inbound))
+        .await
+        .expect("the hostile session ends");
     drop(tx);
 
     // The healthy session and new sessions are unaffected.
@@ -134,11 +221,18 @@ async fn hostile_session(messages: Vec<Bytes>) -> (Cluster, Result<Option<poster
     healthy.read_exact(&mut probe).await.unwrap();
     assert_eq!(&probe, b"still");
     echo_once(port, b"new session after the bad one").await;
-    assert_eq!(cluster.gateway().shared.agents.link_count(), 1, "the agent stays connected");
+    assert_eq!(
+        cluster.gateway().shared.agents.link_count(),
+        1,
+        "the agent stays connected"
+    );
     (cluster, outcome)
 }
 
-fn assert_ended_with_error(outcome: &Result<Option<postern_tunnel::proto::Close>, tonic::Status>, expected: &str) {
+fn assert_ended_with_error(
+    outcome: &Result<Option<postern_tunnel::proto::Close>, tonic::Status>,
+    expected: &str,
+) {
     match outcome {
         Ok(Some(close)) => {
             assert!(close.error, "{close:?}");
@@ -154,7 +248,12 @@ async fn an_oversized_frame_ends_only_its_session() {
     let huge = postern_tunnel::frame::data(0, Bytes::from(vec![7u8; 2 << 20])).encode_to_vec();
     let (cluster, outcome) = hostile_session(vec![Bytes::from(huge)]).await;
     assert_ended_with_error(&outcome, "message length too large");
-    assert!(cluster.metrics().await.contains("postern_errors_total{kind=\"stream_error\"}"));
+    assert!(
+        cluster
+            .metrics()
+            .await
+            .contains("postern_errors_total{kind=\"stream_error\"}")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

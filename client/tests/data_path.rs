@@ -12,7 +12,9 @@ use tokio::net::{TcpListener, TcpStream};
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tcp_echo_round_trip_is_recorded() {
     let cluster = Cluster::start().await;
-    cluster.add_connection("echo", &echo_server().await.to_string(), AGENT).await;
+    cluster
+        .add_connection("echo", &echo_server().await.to_string(), AGENT)
+        .await;
     let port = cluster.local_port("echo").await;
 
     let mut socket = TcpStream::connect(port).await.unwrap();
@@ -36,8 +38,14 @@ async fn tcp_echo_round_trip_is_recorded() {
     assert_eq!(record.outcome.as_deref(), Some("ok"));
 
     let metrics = cluster.metrics().await;
-    assert!(metrics.contains("postern_sessions_total{outcome=\"ok\"} 1"), "{metrics}");
-    assert!(metrics.contains("postern_session_bytes_total{direction=\"up\"} 21"), "{metrics}");
+    assert!(
+        metrics.contains("postern_sessions_total{outcome=\"ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("postern_session_bytes_total{direction=\"up\"} 21"),
+        "{metrics}"
+    );
     assert!(metrics.contains("postern_sessions_open 0"), "{metrics}");
     assert!(metrics.contains("postern_agents_connected 1"), "{metrics}");
 }
@@ -97,7 +105,13 @@ async fn one_gib_each_way_through_one_session_checksummed() {
     const LEN: u64 = 1 << 30;
     let (up_seed, down_seed) = (0x5eed_0001, 0x5eed_0002);
     let cluster = Cluster::start().await;
-    cluster.add_connection("bulk", &hashing_source_sink(LEN, down_seed).await.to_string(), AGENT).await;
+    cluster
+        .add_connection(
+            "bulk",
+            &hashing_source_sink(LEN, down_seed).await.to_string(),
+            AGENT,
+        )
+        .await;
     let port = cluster.local_port("bulk").await;
 
     let socket = TcpStream::connect(port).await.unwrap();
@@ -120,7 +134,10 @@ async fn one_gib_each_way_through_one_session_checksummed() {
     let mut buf = vec![0u8; 256 * 1024];
     let mut received = 0u64;
     while received < LEN {
-        let n = read.read(&mut buf[..(LEN - received).min(256 * 1024) as usize]).await.unwrap();
+        let n = read
+            .read(&mut buf[..(LEN - received).min(256 * 1024) as usize])
+            .await
+            .unwrap();
         assert!(n > 0, "download ended after {received} bytes");
         hasher.update(&buf[..n]);
         received += n as u64;
@@ -129,7 +146,11 @@ async fn one_gib_each_way_through_one_session_checksummed() {
     read.read_to_end(&mut target_digest).await.unwrap();
     let (sent_digest, _write) = uploader.await.unwrap();
 
-    assert_eq!(hasher.finalize().to_vec(), expected_digest(LEN, down_seed), "download corrupted");
+    assert_eq!(
+        hasher.finalize().to_vec(),
+        expected_digest(LEN, down_seed),
+        "download corrupted"
+    );
     assert_eq!(target_digest, sent_digest, "upload corrupted");
 }
 
@@ -138,7 +159,9 @@ async fn two_hundred_concurrent_sessions() {
     const SESSIONS: u64 = 200;
     const PER_SESSION: usize = 64 * 1024;
     let cluster = Cluster::start().await;
-    cluster.add_connection("echo", &echo_server().await.to_string(), AGENT).await;
+    cluster
+        .add_connection("echo", &echo_server().await.to_string(), AGENT)
+        .await;
     let port = cluster.local_port("echo").await;
 
     // All sessions open before any closes, so 200 really are concurrent.
@@ -187,5 +210,8 @@ async fn two_hundred_concurrent_sessions() {
         result.unwrap();
     }
     assert_eq!(peak, SESSIONS as i64, "sessions open at once");
-    wait_for(|| async { (cluster.gateway().shared.metrics.sessions_open.get() == 0).then_some(()) }).await;
+    wait_for(|| async {
+        (cluster.gateway().shared.metrics.sessions_open.get() == 0).then_some(())
+    })
+    .await;
 }

@@ -131,7 +131,9 @@ pub fn counted(
     };
     Box::pin(inbound.map(move |item| {
         match &item {
-            Ok(Frame { kind: Some(Kind::Close(close)) }) => tracker.closed(direction, close),
+            Ok(Frame {
+                kind: Some(Kind::Close(close)),
+            }) => tracker.closed(direction, close),
             Ok(frame) => {
                 let n = payload_len(frame) as u64;
                 if n > 0 {

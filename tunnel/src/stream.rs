@@ -94,7 +94,14 @@ where
     /// side (END_STREAM follows the queued frames), then read until the peer ends
     /// its side too, for at most `linger`.
     pub async fn finish(self, error: Option<String>, linger: Duration) {
-        let Self { mut incoming, outgoing, control, write_closed, _stop_keepalive, .. } = self;
+        let Self {
+            mut incoming,
+            outgoing,
+            control,
+            write_closed,
+            _stop_keepalive,
+            ..
+        } = self;
         drop(outgoing);
         drop(_stop_keepalive);
         let drain = async move {

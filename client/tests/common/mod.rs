@@ -52,19 +52,36 @@ impl Cluster {
             .with_test_writer()
             .try_init();
         let dir = tempfile::tempdir().expect("tempdir");
-        let (certs, _) = DevCertificates::load_or_create(&dir.path().join("tls")).expect("dev certificates");
-        let store = Arc::new(SqliteStore::open(&dir.path().join("postern.db")).await.expect("sqlite store"));
+        let (certs, _) =
+            DevCertificates::load_or_create(&dir.path().join("tls")).expect("dev certificates");
+        let store = Arc::new(
+            SqliteStore::open(&dir.path().join("postern.db"))
+                .await
+                .expect("sqlite store"),
+        );
         let admin_token = generate_token(TokenKind::User);
         let user_token = generate_token(TokenKind::User);
-        for (user, token, role) in [("root", &admin_token, Role::Admin), ("alice", &user_token, Role::User)] {
+        for (user, token, role) in [
+            ("root", &admin_token, Role::Admin),
+            ("alice", &user_token, Role::User),
+        ] {
             store
-                .create_user_token(&UserToken { user: user.into(), token_hash: hash_token(token.expose()), role, created_at_ms: now_ms() })
+                .create_user_token(&UserToken {
+                    user: user.into(),
+                    token_hash: hash_token(token.expose()),
+                    role,
+                    created_at_ms: now_ms(),
+                })
                 .await
                 .unwrap();
         }
         let agent_token = generate_token(TokenKind::Agent);
         store
-            .create_agent(&Agent { name: AGENT.into(), token_hash: hash_token(agent_token.expose()), created_at_ms: now_ms() })
+            .create_agent(&Agent {
+                name: AGENT.into(),
+                token_hash: hash_token(agent_token.expose()),
+                created_at_ms: now_ms(),
+            })
             .await
             .unwrap();
         let ca_pem = std::fs::read(certs.ca_path()).unwrap();
@@ -95,9 +112,14 @@ impl Cluster {
     }
 
     pub async fn start_gateway(&mut self, listen_addr: SocketAddr) {
-        let identity = Identity::from_pem_files(&self.identity_paths.0, &self.identity_paths.1).unwrap();
+        let identity =
+            Identity::from_pem_files(&self.identity_paths.0, &self.identity_paths.1).unwrap();
         let store = self.store.clone();
-        let stores = Stores { policy: store.clone(), audit: store, routes: Arc::new(MemoryRouteStore::new()) };
+        let stores = Stores {
+            policy: store.clone(),
+            audit: store,
+            routes: Arc::new(MemoryRouteStore::new()),
+        };
         let gateway = postern_gateway::start(
             GatewayOptions {
                 listen_addr,
@@ -159,7 +181,10 @@ impl Cluster {
     /// Environment for the real `postern` binary.
     pub fn cli_env(&self) -> Vec<(String, String)> {
         vec![
-            ("POSTERN_CONFIG".into(), self.dir.path().join("cli.json").display().to_string()),
+            (
+                "POSTERN_CONFIG".into(),
+                self.dir.path().join("cli.json").display().to_string(),
+            ),
             ("POSTERN_GATEWAY_URL".into(), self.url.clone()),
             ("POSTERN_TOKEN".into(), self.user_token.expose().into()),
             ("POSTERN_CA_CERT".into(), self.ca_path.display().to_string()),
@@ -181,7 +206,9 @@ pub async fn echo_server() -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((mut socket, _)) = listener.accept().await else { return };
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let (mut read, mut write) = socket.split();
                 let _ = tokio::io::copy(&mut read, &mut write).await;
@@ -225,8 +252,16 @@ impl Prng {
 /// (the test command sets them), else 127.0.0.1:5432. Fails loudly if absent.
 pub fn postgres() -> (String, u16) {
     let host = std::env::var("POSTERN_TEST_PG_HOST").unwrap_or_else(|_| "127.0.0.1".into());
-    let port: u16 = std::env::var("POSTERN_TEST_PG_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(5432);
-    if std::net::TcpStream::connect_timeout(&format!("{host}:{port}").parse().unwrap(), Duration::from_secs(2)).is_err() {
+    let port: u16 = std::env::var("POSTERN_TEST_PG_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(5432);
+    if std::net::TcpStream::connect_timeout(
+        &format!("{host}:{port}").parse().unwrap(),
+        Duration::from_secs(2),
+    )
+    .is_err()
+    {
         panic!(
             "these tests need PostgreSQL at {host}:{port} (user postgres, trust auth). \
              Run the suite with scripts/test, which starts one, or set POSTERN_TEST_PG_HOST/POSTERN_TEST_PG_PORT."
@@ -247,7 +282,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(tokio::time::Instant::now() < deadline, "condition not reached within 15 s");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached within 15 s"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -273,7 +311,11 @@ impl tonic::codec::Codec for RawCodec {
 impl tonic::codec::Encoder for RawCodec {
     type Item = bytes::Bytes;
     type Error = tonic::Status;
-    fn encode(&mut self, item: bytes::Bytes, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+    fn encode(
+        &mut self,
+        item: bytes::Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
         use bytes::BufMut;
         dst.put(item);
         Ok(())
@@ -283,7 +325,10 @@ impl tonic::codec::Encoder for RawCodec {
 impl tonic::codec::Decoder for RawCodec {
     type Item = bytes::Bytes;
     type Error = tonic::Status;
-    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<bytes::Bytes>, tonic::Status> {
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<bytes::Bytes>, tonic::Status> {
         use bytes::Buf;
         Ok(Some(src.copy_to_bytes(src.remaining())))
     }
@@ -295,13 +340,24 @@ pub async fn raw_open(
     cluster: &Cluster,
     token: &Secret,
     connection: &str,
-) -> Result<(tokio::sync::mpsc::Sender<bytes::Bytes>, tonic::Streaming<bytes::Bytes>), tonic::Status> {
+) -> Result<
+    (
+        tokio::sync::mpsc::Sender<bytes::Bytes>,
+        tonic::Streaming<bytes::Bytes>,
+    ),
+    tonic::Status,
+> {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
     postern_tunnel::auth::set_bearer(request.metadata_mut(), token).unwrap();
-    request.metadata_mut().insert(postern_tunnel::auth::CONNECTION_HEADER, connection.parse().unwrap());
+    request.metadata_mut().insert(
+        postern_tunnel::auth::CONNECTION_HEADER,
+        connection.parse().unwrap(),
+    );
     let mut grpc = tonic::client::Grpc::new(cluster.channel()).max_encoding_message_size(16 << 20);
-    grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     let path = http::uri::PathAndQuery::from_static("/postern.v1.Sessions/Open");
     let response = grpc.streaming(request, path, RawCodec).await?;
     Ok((tx, response.into_inner()))
@@ -309,12 +365,17 @@ pub async fn raw_open(
 
 /// Reads a raw session stream to its end: the Close frame it carried, if any,
 /// or the status it ended with.
-pub async fn raw_outcome(mut inbound: tonic::Streaming<bytes::Bytes>) -> Result<Option<postern_tunnel::proto::Close>, tonic::Status> {
+pub async fn raw_outcome(
+    mut inbound: tonic::Streaming<bytes::Bytes>,
+) -> Result<Option<postern_tunnel::proto::Close>, tonic::Status> {
     use postern_tunnel::proto::{Frame, frame::Kind};
     use prost::Message;
     let mut close = None;
     while let Some(message) = inbound.message().await? {
-        if let Ok(Frame { kind: Some(Kind::Close(c)) }) = Frame::decode(message) {
+        if let Ok(Frame {
+            kind: Some(Kind::Close(c)),
+        }) = Frame::decode(message)
+        {
             close = Some(c);
         }
     }

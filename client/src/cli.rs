@@ -211,7 +211,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         }
         Command::Agent(AgentCommand::Ls) => {
             let agents: Vec<Value> = client()?.get("/v1/agents").await?;
-            println!("{:<24} {}", "NAME", "CONNECTED");
+            println!("{:<24} CONNECTED", "NAME");
             for agent in agents {
                 println!(
                     "{:<24} {}",
@@ -235,7 +235,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         }
         Command::Token(TokenCommand::Ls) => {
             let tokens: Vec<Value> = client()?.get("/v1/tokens").await?;
-            println!("{:<24} {}", "USER", "ROLE");
+            println!("{:<24} ROLE", "USER");
             for token in tokens {
                 println!(
                     "{:<24} {}",
@@ -249,8 +249,8 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 .get(&format!("/v1/sessions?limit={limit}"))
                 .await?;
             println!(
-                "{:<36} {:<12} {:<16} {:>12} {:>12} {}",
-                "SESSION", "USER", "CONNECTION", "BYTES UP", "BYTES DOWN", "OUTCOME"
+                "{:<36} {:<12} {:<16} {:>12} {:>12} OUTCOME",
+                "SESSION", "USER", "CONNECTION", "BYTES UP", "BYTES DOWN"
             );
             for s in sessions {
                 println!(
@@ -258,8 +258,8 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                     s["id"].as_str().unwrap_or("?"),
                     s["user"].as_str().unwrap_or("?"),
                     s["connection"].as_str().unwrap_or("?"),
-                    s["bytes_up"],
-                    s["bytes_down"],
+                    s["bytes_up"].as_u64().unwrap_or(0),
+                    s["bytes_down"].as_u64().unwrap_or(0),
                     s["outcome"].as_str().unwrap_or("open"),
                 );
             }
@@ -294,8 +294,8 @@ struct ConnectionView {
 async fn list_connections() -> anyhow::Result<()> {
     let connections: Vec<ConnectionView> = client()?.get("/v1/connections").await?;
     println!(
-        "{:<24} {:<8} {:<28} {:<16} {}",
-        "NAME", "KIND", "TARGET", "AGENT", "ONLINE"
+        "{:<24} {:<8} {:<28} {:<16} ONLINE",
+        "NAME", "KIND", "TARGET", "AGENT"
     );
     for c in connections {
         println!(

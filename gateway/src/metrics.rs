@@ -113,12 +113,9 @@ impl Metrics {
             "Refused or failed requests and sessions, by kind",
             errors.clone(),
         );
-        let session_open_seconds = Histogram::new(
-            [
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ]
-            .into_iter(),
-        );
+        let session_open_seconds = Histogram::new([
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ]);
         registry.register(
             "session_open_seconds",
             "Time from a user's Open to the agent's Attach",

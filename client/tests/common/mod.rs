@@ -33,6 +33,8 @@ pub struct Cluster {
     pub agent_token: Secret,
     pub agent: Option<AgentHandle>,
     pub settings: Settings,
+    /// false: plaintext HTTP/2 (h2c), as behind a platform that terminates TLS.
+    pub tls: bool,
     identity_paths: (PathBuf, PathBuf),
 }
 
@@ -46,6 +48,10 @@ pub fn test_settings() -> Settings {
 
 impl Cluster {
     pub async fn start() -> Self {
+        Self::start_with_tls(true).await
+    }
+
+    pub async fn start_with_tls(tls: bool) -> Self {
         // POSTERN_TEST_LOG=info (or debug) shows the gateway's and agent's logs.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_env("POSTERN_TEST_LOG"))
@@ -96,6 +102,7 @@ impl Cluster {
             agent_token,
             agent: None,
             settings: test_settings(),
+            tls,
             identity_paths: (certs.cert_path(), certs.key_path()),
             dir,
         };
@@ -124,7 +131,7 @@ impl Cluster {
             GatewayOptions {
                 listen_addr,
                 internal_addr: "127.0.0.1:0".parse().unwrap(),
-                tls: Some(server_config(identity).unwrap()),
+                tls: self.tls.then(|| server_config(identity).unwrap()),
                 replica_id: postern_gateway::new_replica_id(),
                 settings: self.settings.clone(),
             },
@@ -132,7 +139,8 @@ impl Cluster {
         )
         .await
         .expect("gateway starts");
-        self.url = format!("https://localhost:{}", gateway.public_addr.port());
+        let scheme = if self.tls { "https" } else { "http" };
+        self.url = format!("{scheme}://localhost:{}", gateway.public_addr.port());
         self.gateway = Some(gateway);
     }
 

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use postern_tunnel::Secret;
+
+use crate::allowlist::Allowlist;
 use postern_tunnel::env::{ConfigError, Env};
 
 pub const VARS: &[&str] = &[
@@ -14,6 +16,7 @@ pub const VARS: &[&str] = &[
     "POSTERN_RECONNECT_BASE_MS",
     "POSTERN_RECONNECT_MAX_MS",
     "POSTERN_DIAL_TIMEOUT_MS",
+    "POSTERN_ALLOWED_TARGETS",
     "POSTERN_LOG_FORMAT",
 ];
 
@@ -28,6 +31,8 @@ pub struct AgentConfig {
     pub reconnect_base: Duration,
     pub reconnect_max: Duration,
     pub dial_timeout: Duration,
+    /// Targets this agent may dial; `None` allows any (logged as a warning at start).
+    pub allowed_targets: Option<Allowlist>,
 }
 
 impl AgentConfig {
@@ -40,6 +45,7 @@ impl AgentConfig {
             reconnect_base: Duration::from_millis(250),
             reconnect_max: Duration::from_secs(15),
             dial_timeout: Duration::from_secs(5),
+            allowed_targets: None,
         }
     }
 
@@ -91,6 +97,7 @@ impl AgentConfig {
             config.dial_timeout,
             Duration::from_millis(1),
         )?;
+        config.allowed_targets = env.optional("POSTERN_ALLOWED_TARGETS")?;
         Ok(config)
     }
 }
@@ -135,5 +142,14 @@ mod tests {
         ]);
         let err = AgentConfig::from_env(&env).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+        let env = Env::from_pairs([
+            ("POSTERN_GATEWAY_URL", "https://gw:8443"),
+            ("POSTERN_AGENT_TOKEN", "t"),
+            ("POSTERN_ALLOWED_TARGETS", "db:x"),
+        ]);
+        assert_eq!(
+            AgentConfig::from_env(&env).unwrap_err().var,
+            "POSTERN_ALLOWED_TARGETS"
+        );
     }
 }

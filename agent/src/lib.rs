@@ -3,6 +3,7 @@
 //! opens its own outbound data stream.
 #![forbid(unsafe_code)]
 
+pub mod allowlist;
 pub mod backoff;
 pub mod config;
 mod session;

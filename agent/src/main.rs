@@ -18,6 +18,12 @@ async fn main() -> anyhow::Result<()> {
     for var in env.unknown("POSTERN_", VARS) {
         tracing::warn!(%var, "unknown POSTERN_ variable ignored (a typo?)");
     }
+    match &config.allowed_targets {
+        Some(allowed) => tracing::info!(%allowed, "targets allowed"),
+        None => tracing::warn!(
+            "POSTERN_ALLOWED_TARGETS is not set: this agent dials any target the gateway asks for"
+        ),
+    }
     tracing::info!(config = ?config, "starting agent");
     let agent = postern_agent::spawn(config)?;
     shutdown_signal().await;

@@ -75,6 +75,13 @@ pub(crate) async fn serve(
 }
 
 async fn dial(target: &str, config: &AgentConfig) -> Result<TcpStream, String> {
+    if let Some(allowed) = &config.allowed_targets
+        && !allowed.allows(target)
+    {
+        return Err(format!(
+            "{target} is not in this agent's POSTERN_ALLOWED_TARGETS"
+        ));
+    }
     match tokio::time::timeout(config.dial_timeout, TcpStream::connect(target)).await {
         Err(_) => Err(format!(
             "timed out dialing {target} after {} ms",

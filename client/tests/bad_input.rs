@@ -270,3 +270,35 @@ async fn a_frame_out_of_sequence_ends_only_its_session() {
     let (_cluster, outcome) = hostile_session(vec![Bytes::from(first), Bytes::from(gap)]).await;
     assert_ended_with_error(&outcome, "expected offset 3");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_dials_only_its_allowed_targets() {
+    let cluster = Cluster::start().await;
+    let allowed = echo_server().await;
+    let forbidden = echo_server().await;
+    let token = cluster.add_agent("fenced").await;
+    let agent = cluster.spawn_agent_with(token, |config| {
+        config.allowed_targets = Some(format!("{allowed}").parse().unwrap());
+    });
+    agent.wait_connected(QUICKLY).await.expect("agent connects");
+    cluster
+        .add_connection("allowed", &allowed.to_string(), "fenced")
+        .await;
+    cluster
+        .add_connection("forbidden", &forbidden.to_string(), "fenced")
+        .await;
+
+    echo_once(cluster.local_port("allowed").await, b"inside the fence").await;
+    let status = raw_open(&cluster, &cluster.user_token, "forbidden")
+        .await
+        .expect_err("refused by the agent");
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(
+        status
+            .message()
+            .contains("not in this agent's POSTERN_ALLOWED_TARGETS"),
+        "{}",
+        status.message()
+    );
+    agent.stop().await;
+}

@@ -220,10 +220,20 @@ async fn two_hundred_concurrent_sessions() {
 async fn h2c_mode_carries_sessions_and_the_api() {
     let cluster = Cluster::start_with_tls(false).await;
     assert!(cluster.url.starts_with("http://"));
-    cluster.add_connection("echo", &echo_server().await.to_string(), AGENT).await;
+    cluster
+        .add_connection("echo", &echo_server().await.to_string(), AGENT)
+        .await;
     let port = cluster.local_port("echo").await;
     common::echo_once(port, b"plaintext HTTP/2 behind a TLS-terminating platform").await;
-    let login = postern::config::Login { gateway_url: cluster.url.clone(), token: cluster.user_token.clone(), ca_cert: None };
-    let me: serde_json::Value = postern::api::ApiClient::new(login).unwrap().get("/v1/whoami").await.unwrap();
+    let login = postern::config::Login {
+        gateway_url: cluster.url.clone(),
+        token: cluster.user_token.clone(),
+        ca_cert: None,
+    };
+    let me: serde_json::Value = postern::api::ApiClient::new(login)
+        .unwrap()
+        .get("/v1/whoami")
+        .await
+        .unwrap();
     assert_eq!(me["user"], "alice");
 }

@@ -51,8 +51,14 @@ async fn upload(addr: SocketAddr, bytes: u64, data: &[u8]) -> anyhow::Result<f64
         left -= n as u64;
     }
     socket.shutdown().await?;
-    let received = socket.read_u64().await.context("reading the upload count")?;
-    ensure!(received == bytes, "the target received {received} of {bytes} bytes");
+    let received = socket
+        .read_u64()
+        .await
+        .context("reading the upload count")?;
+    ensure!(
+        received == bytes,
+        "the target received {received} of {bytes} bytes"
+    );
     Ok(bytes as f64 / 1e6 / started.elapsed().as_secs_f64())
 }
 
@@ -81,14 +87,26 @@ fn median(values: &[f64]) -> f64 {
     sorted[sorted.len() / 2]
 }
 
-pub async fn run(bytes: u64, rounds: usize, bin_dir: &Path, json: Option<&Path>) -> anyhow::Result<()> {
+pub async fn run(
+    bytes: u64,
+    rounds: usize,
+    bin_dir: &Path,
+    json: Option<&Path>,
+) -> anyhow::Result<()> {
     ensure!(rounds > 0, "--rounds must be at least 1");
     let dir = tempfile::tempdir()?;
     let target = target::start().await?;
-    eprintln!("starting ssh -L baseline and Postern (release binaries from {})", bin_dir.display());
+    eprintln!(
+        "starting ssh -L baseline and Postern (release binaries from {})",
+        bin_dir.display()
+    );
     let ssh = procs::ssh_tunnel(dir.path(), target).await?;
     let postern = procs::postern(bin_dir, dir.path(), target).await?;
-    let paths = [(Path3::Direct, target), (Path3::SshL, ssh.local), (Path3::Postern, postern.local)];
+    let paths = [
+        (Path3::Direct, target),
+        (Path3::SshL, ssh.local),
+        (Path3::Postern, postern.local),
+    ];
 
     // Warm up every path once (TLS sessions, TCP windows, page cache).
     for (_, addr) in paths {
@@ -105,7 +123,11 @@ pub async fn run(bytes: u64, rounds: usize, bin_dir: &Path, json: Option<&Path>)
             let (path, addr) = paths[index];
             let u = upload(addr, bytes, &data).await?;
             let d = download(addr, bytes).await?;
-            eprintln!("round {}/{rounds} {:<8} upload {u:>8.0} MB/s  download {d:>8.0} MB/s", round + 1, path.label());
+            eprintln!(
+                "round {}/{rounds} {:<8} upload {u:>8.0} MB/s  download {d:>8.0} MB/s",
+                round + 1,
+                path.label()
+            );
             up[index].push(u);
             down[index].push(d);
         }
@@ -122,7 +144,10 @@ pub async fn run(bytes: u64, rounds: usize, bin_dir: &Path, json: Option<&Path>)
         })
         .collect();
     let ssh = &results[1];
-    println!("\nBulk throughput, one session, {} MiB per measurement, median of {rounds}:\n", bytes >> 20);
+    println!(
+        "\nBulk throughput, one session, {} MiB per measurement, median of {rounds}:\n",
+        bytes >> 20
+    );
     println!("| path | upload MB/s | download MB/s | upload vs ssh -L | download vs ssh -L |");
     println!("|---|---:|---:|---:|---:|");
     for r in &results {

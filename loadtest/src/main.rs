@@ -11,7 +11,10 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "postern-loadtest", about = "Benchmarks Postern against a direct connection and ssh -L")]
+#[command(
+    name = "postern-loadtest",
+    about = "Benchmarks Postern against a direct connection and ssh -L"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -39,6 +42,11 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Bulk { mib, rounds, bin_dir, json } => bulk::run(mib << 20, rounds, &bin_dir, json.as_deref()).await,
+        Command::Bulk {
+            mib,
+            rounds,
+            bin_dir,
+            json,
+        } => bulk::run(mib << 20, rounds, &bin_dir, json.as_deref()).await,
     }
 }

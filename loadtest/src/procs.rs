@@ -23,7 +23,9 @@ pub async fn wait_for_port(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Reads a child's stdout until a line starts with `prefix`; returns the rest.
@@ -58,12 +60,22 @@ pub async fn postern(bin_dir: &Path, dir: &Path, target: SocketAddr) -> anyhow::
     let cli_bin = bin_dir.join("postern");
     for bin in [&gateway_bin, &cli_bin] {
         if !bin.exists() {
-            bail!("{} not found: build with `cargo build --release` or pass --bin-dir", bin.display());
+            bail!(
+                "{} not found: build with `cargo build --release` or pass --bin-dir",
+                bin.display()
+            );
         }
     }
     let data = dir.join("gateway");
     let mut gateway = Command::new(&gateway_bin)
-        .args(["dev", "--listen", "127.0.0.1:0", "--internal", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--internal",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(&data)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -71,8 +83,17 @@ pub async fn postern(bin_dir: &Path, dir: &Path, target: SocketAddr) -> anyhow::
         .kill_on_drop(true)
         .spawn()
         .context("starting postern-gateway")?;
-    let url = line_after(&mut gateway, "Postern dev gateway is up: ", "postern-gateway dev").await?;
-    let url = url.split_whitespace().next().context("gateway URL")?.to_owned();
+    let url = line_after(
+        &mut gateway,
+        "Postern dev gateway is up: ",
+        "postern-gateway dev",
+    )
+    .await?;
+    let url = url
+        .split_whitespace()
+        .next()
+        .context("gateway URL")?
+        .to_owned();
     let token = std::fs::read_to_string(data.join("admin-token"))?;
     let env: Vec<(&str, PathBuf)> = vec![
         ("POSTERN_CONFIG", dir.join("cli.json")),
@@ -81,13 +102,25 @@ pub async fn postern(bin_dir: &Path, dir: &Path, target: SocketAddr) -> anyhow::
         ("POSTERN_CA_CERT", data.join("tls").join("ca.pem")),
     ];
     let added = Command::new(&cli_bin)
-        .args(["connection", "add", "bench", "--kind", "tcp", "--agent", "local", "--target"])
+        .args([
+            "connection",
+            "add",
+            "bench",
+            "--kind",
+            "tcp",
+            "--agent",
+            "local",
+            "--target",
+        ])
         .arg(target.to_string())
         .envs(env.clone())
         .output()
         .await?;
     if !added.status.success() {
-        bail!("postern connection add failed: {}", String::from_utf8_lossy(&added.stderr));
+        bail!(
+            "postern connection add failed: {}",
+            String::from_utf8_lossy(&added.stderr)
+        );
     }
     let mut connect = Command::new(&cli_bin)
         .args(["connect", "bench", "--port", "0"])
@@ -95,8 +128,14 @@ pub async fn postern(bin_dir: &Path, dir: &Path, target: SocketAddr) -> anyhow::
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
-    let local: SocketAddr = line_after(&mut connect, "listening on ", "postern connect").await?.parse()?;
-    Ok(Postern { _gateway: gateway, _connect: connect, local })
+    let local: SocketAddr = line_after(&mut connect, "listening on ", "postern connect")
+        .await?
+        .parse()?;
+    Ok(Postern {
+        _gateway: gateway,
+        _connect: connect,
+        local,
+    })
 }
 
 pub struct SshTunnel {
@@ -106,9 +145,16 @@ pub struct SshTunnel {
 }
 
 async fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
-    let output = Command::new(program).args(args).output().await.with_context(|| format!("running {program}"))?;
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .await
+        .with_context(|| format!("running {program}"))?;
     if !output.status.success() {
-        bail!("{program} {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "{program} {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     Ok(())
 }
@@ -119,13 +165,26 @@ pub async fn ssh_tunnel(dir: &Path, target: SocketAddr) -> anyhow::Result<SshTun
     let sshd_bin = ["/usr/sbin/sshd", "/usr/local/sbin/sshd"]
         .into_iter()
         .find(|p| Path::new(p).exists())
-        .context("sshd not found: install OpenSSH server (Debian: apt-get install openssh-server)")?;
+        .context(
+            "sshd not found: install OpenSSH server (Debian: apt-get install openssh-server)",
+        )?;
     let ssh_dir = dir.join("ssh");
     std::fs::create_dir_all(&ssh_dir)?;
     let key = |name: &str| ssh_dir.join(name).display().to_string();
-    run("ssh-keygen", &["-q", "-t", "ed25519", "-N", "", "-f", &key("host_key")]).await?;
-    run("ssh-keygen", &["-q", "-t", "ed25519", "-N", "", "-f", &key("client_key")]).await?;
-    std::fs::copy(ssh_dir.join("client_key.pub"), ssh_dir.join("authorized_keys"))?;
+    run(
+        "ssh-keygen",
+        &["-q", "-t", "ed25519", "-N", "", "-f", &key("host_key")],
+    )
+    .await?;
+    run(
+        "ssh-keygen",
+        &["-q", "-t", "ed25519", "-N", "", "-f", &key("client_key")],
+    )
+    .await?;
+    std::fs::copy(
+        ssh_dir.join("client_key.pub"),
+        ssh_dir.join("authorized_keys"),
+    )?;
     // sshd needs its privilege-separation directory when started as root.
     let _ = std::fs::create_dir_all("/run/sshd");
     let port = free_port()?;
@@ -149,7 +208,14 @@ pub async fn ssh_tunnel(dir: &Path, target: SocketAddr) -> anyhow::Result<SshTun
     let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
     let ssh = Command::new("ssh")
         .args(["-N", "-p", &port.to_string(), "-i", &key("client_key")])
-        .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ExitOnForwardFailure=yes"])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "ExitOnForwardFailure=yes",
+        ])
         .args(["-o", "BatchMode=yes", "-o", "LogLevel=ERROR"])
         .args(["-L", &format!("127.0.0.1:{local_port}:{target}")])
         .arg(format!("{user}@127.0.0.1"))
@@ -158,5 +224,9 @@ pub async fn ssh_tunnel(dir: &Path, target: SocketAddr) -> anyhow::Result<SshTun
         .context("starting ssh")?;
     let local = SocketAddr::from(([127, 0, 0, 1], local_port));
     wait_for_port(local, "ssh -L").await?;
-    Ok(SshTunnel { _sshd: sshd, _ssh: ssh, local })
+    Ok(SshTunnel {
+        _sshd: sshd,
+        _ssh: ssh,
+        local,
+    })
 }

@@ -149,12 +149,35 @@ impl Cluster {
     }
 
     pub fn spawn_agent(&self, token: Secret) -> AgentHandle {
+        self.spawn_agent_with(token, |_| {})
+    }
+
+    pub fn spawn_agent_with(
+        &self,
+        token: Secret,
+        adjust: impl FnOnce(&mut AgentConfig),
+    ) -> AgentHandle {
         let mut config = AgentConfig::new(self.url.clone(), token);
         config.ca_pem = Some(self.ca_pem.clone());
         config.keepalive_interval = Duration::from_secs(2);
         config.reconnect_base = Duration::from_millis(50);
         config.reconnect_max = Duration::from_millis(500);
+        adjust(&mut config);
         postern_agent::spawn(config).expect("agent config")
+    }
+
+    /// Registers another agent and returns its token.
+    pub async fn add_agent(&self, name: &str) -> Secret {
+        let token = generate_token(TokenKind::Agent);
+        self.store
+            .create_agent(&Agent {
+                name: name.into(),
+                token_hash: hash_token(token.expose()),
+                created_at_ms: now_ms(),
+            })
+            .await
+            .unwrap();
+        token
     }
 
     pub async fn add_connection(&self, name: &str, target: &str, agent: &str) {

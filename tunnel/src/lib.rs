@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod env;
 pub mod frame;
+pub mod fuzzing;
 pub mod http2;
 pub mod secret;
 pub mod stream;

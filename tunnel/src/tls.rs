@@ -81,7 +81,13 @@ fn write(path: &Path, contents: &[u8]) -> Result<(), TlsError> {
 /// The crypto provider every config in Postern uses, passed explicitly rather
 /// than installed process-wide.
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut provider = rustls::crypto::ring::default_provider();
+    // AES-128-GCM first: as strong as needed here and ~30% faster than AES-256
+    // on the bulk data path (stable sort keeps the rest in ring's order).
+    provider
+        .cipher_suites
+        .sort_by_key(|suite| suite.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    Arc::new(provider)
 }
 
 /// Server config offering HTTP/2 (gRPC) and HTTP/1.1 (REST, health checks).

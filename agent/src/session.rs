@@ -6,7 +6,7 @@ use postern_tunnel::frame::MAX_MESSAGE_SIZE;
 use postern_tunnel::proto::agent_message::Kind as AgentKind;
 use postern_tunnel::proto::agent_tunnel_client::AgentTunnelClient;
 use postern_tunnel::proto::{AgentMessage, SessionRejected, SessionRequest};
-use postern_tunnel::stream::{FINISH_LINGER, outgoing_channel, splice};
+use postern_tunnel::stream::{FINISH_LINGER, outgoing_channel};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tonic::metadata::AsciiMetadataValue;
@@ -60,7 +60,7 @@ pub(crate) async fn serve(
     };
     debug!("attached");
     let mut frames = FrameStream::new(inbound, outgoing, Some(config.keepalive_interval));
-    let error = match splice(&mut socket, &mut frames).await {
+    let error = match frames.splice_tcp(&mut socket).await {
         Ok((to_user, from_user)) => {
             info!(bytes_up = from_user, bytes_down = to_user, "session ended");
             None

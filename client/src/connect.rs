@@ -7,7 +7,7 @@ use std::time::Duration;
 use postern_tunnel::auth::{CONNECTION_HEADER, set_bearer};
 use postern_tunnel::frame::MAX_MESSAGE_SIZE;
 use postern_tunnel::proto::sessions_client::SessionsClient;
-use postern_tunnel::stream::{FINISH_LINGER, outgoing_channel, splice};
+use postern_tunnel::stream::{FINISH_LINGER, outgoing_channel};
 use postern_tunnel::{FrameStream, Secret};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -68,7 +68,7 @@ impl Connector {
             }
         };
         let mut frames = FrameStream::new(inbound, outgoing, Some(SESSION_KEEPALIVE));
-        let result = splice(&mut socket, &mut frames).await;
+        let result = frames.splice_tcp(&mut socket).await;
         drop(socket);
         let error = result.as_ref().err().map(|e| format!("client: {e}"));
         frames.finish(error, FINISH_LINGER).await;

@@ -202,6 +202,25 @@ async fn psql_and_pgbench_through_postern_connect() {
         "{report}"
     );
 
+    // Every session ended cleanly: PostgreSQL resetting the connection after
+    // the client's Terminate is an ordinary end, not an error.
+    let sessions = common::wait_for(|| async {
+        let sessions = cluster.sessions().await;
+        sessions
+            .iter()
+            .all(|s| s.outcome.is_some())
+            .then_some(sessions)
+    })
+    .await;
+    assert!(sessions.len() > 30, "{} sessions recorded", sessions.len());
+    for session in &sessions {
+        assert_eq!(session.outcome.as_deref(), Some("ok"), "{session:?}");
+        assert_eq!(
+            (session.user.as_str(), session.connection.as_str()),
+            ("alice", "pg")
+        );
+    }
+
     drop(_child);
     admin
         .run(&["-c", &format!("DROP DATABASE {db} WITH (FORCE)")])

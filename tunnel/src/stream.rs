@@ -8,9 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use futures::{Stream, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::PollSender;
@@ -24,8 +25,9 @@ const OUTGOING_QUEUE: usize = 8;
 /// How long [`FrameStream::finish`] waits for the peer to end its side.
 pub const FINISH_LINGER: Duration = Duration::from_secs(10);
 
-/// Buffer size for splicing a socket onto a frame stream: one read fills one frame.
-pub const SPLICE_BUFFER: usize = MAX_FRAME_PAYLOAD;
+/// Socket reads in [`FrameStream::splice_tcp`]: each becomes one frame's payload.
+/// Under glibc's mmap threshold, so buffers come from the heap without page faults.
+pub const READ_CHUNK: usize = 64 * 1024;
 
 /// An outgoing frame channel: the sender goes to a [`FrameStream`], the stream
 /// becomes the body of a gRPC request or response.
@@ -120,25 +122,155 @@ where
     }
 
     fn on_data(&mut self, offset: u64, payload: Bytes) -> io::Result<()> {
-        if offset != self.received {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "session frame at offset {offset}, expected offset {}",
-                    self.received
-                ),
-            ));
-        }
-        self.received += payload.len() as u64;
-        if self.received - self.acknowledged >= ACK_EVERY_BYTES {
-            // Acks are cumulative: if the queue is full, the next one covers this.
-            if self.control.try_send(frame::ack(self.received)).is_ok() {
-                self.acknowledged = self.received;
-            }
-        }
+        accept_data(
+            &mut self.received,
+            &mut self.acknowledged,
+            &self.control,
+            offset,
+            &payload,
+        )?;
         self.pending = payload;
         Ok(())
     }
+
+    /// Copies both ways between a TCP socket and this stream until both
+    /// directions are closed; returns (bytes socket→frames, bytes frames→socket).
+    ///
+    /// Unlike a generic byte copy, socket reads land in a fresh buffer that
+    /// becomes the frame payload, and received payloads are written to the
+    /// socket as they are: no user-space copy at either end.
+    ///
+    /// A reset of the socket (ECONNRESET, EPIPE) ends this endpoint as a close
+    /// would, not as an error: endpoints that close with unread bytes reset
+    /// instead of closing, which is how psql and PostgreSQL over TLS end every
+    /// session (each side's close_notify is left unread). Postern's own
+    /// failures (the frame stream, offsets) remain errors.
+    pub async fn splice_tcp(&mut self, socket: &mut TcpStream) -> io::Result<(u64, u64)> {
+        let (mut socket_read, mut socket_write) = socket.split();
+        let Self {
+            incoming,
+            control,
+            pending,
+            received,
+            acknowledged,
+            sent,
+            read_closed,
+            write_closed,
+            last_sent_ms,
+            ..
+        } = self;
+        let control_down = control.clone();
+        let up = async {
+            let start = *sent;
+            while !*write_closed {
+                let mut buffer = BytesMut::with_capacity(READ_CHUNK);
+                let n = match socket_read.read_buf(&mut buffer).await {
+                    // The endpoint is gone: for a relay, that is its close.
+                    Err(e) if is_reset(&e) => 0,
+                    result => result?,
+                };
+                let frame = if n == 0 {
+                    *write_closed = true;
+                    frame::close(None)
+                } else {
+                    frame::data(*sent, buffer.freeze())
+                };
+                control.send(frame).await.map_err(|_| closed_stream())?;
+                *sent += n as u64;
+                last_sent_ms.store(frame::unix_millis(), Ordering::Relaxed);
+            }
+            Ok::<u64, io::Error>(*sent - start)
+        };
+        let down = async {
+            let mut written = 0u64;
+            // Set when writing hit a reset: the endpoint is gone, so the peer's
+            // remaining bytes are discarded until its Close.
+            let mut endpoint_gone = false;
+            if !pending.is_empty() {
+                socket_write.write_all(pending).await?;
+                written += pending.len() as u64;
+                *pending = Bytes::new();
+            }
+            while !*read_closed {
+                let next = incoming.next().await;
+                let Some(item) = next else {
+                    *read_closed = true;
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "session stream ended without a close frame",
+                    ));
+                };
+                match item.map_err(status_to_io)?.kind {
+                    Some(Kind::Data(data)) => {
+                        accept_data(
+                            received,
+                            acknowledged,
+                            &control_down,
+                            data.offset,
+                            &data.payload,
+                        )?;
+                        if !endpoint_gone {
+                            match socket_write.write_all(&data.payload).await {
+                                Ok(()) => written += data.payload.len() as u64,
+                                Err(e) if is_reset(&e) => endpoint_gone = true,
+                                Err(e) => return Err(e),
+                            }
+                        }
+                    }
+                    Some(Kind::Close(close)) => {
+                        *read_closed = true;
+                        if close.error {
+                            return Err(io::Error::new(
+                                io::ErrorKind::ConnectionReset,
+                                format!("peer closed the session: {}", close.reason),
+                            ));
+                        }
+                    }
+                    Some(Kind::Ack(_) | Kind::Keepalive(_)) | None => {}
+                }
+            }
+            match socket_write.shutdown().await {
+                Err(e) if !is_reset(&e) && e.kind() != io::ErrorKind::NotConnected => {
+                    return Err(e);
+                }
+                _ => {}
+            }
+            Ok(written)
+        };
+        tokio::try_join!(up, down)
+    }
+}
+
+fn is_reset(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+    )
+}
+
+/// Checks a data frame's offset against what was received and acknowledges
+/// every [`ACK_EVERY_BYTES`].
+fn accept_data(
+    received: &mut u64,
+    acknowledged: &mut u64,
+    control: &mpsc::Sender<Frame>,
+    offset: u64,
+    payload: &Bytes,
+) -> io::Result<()> {
+    if offset != *received {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("session frame at offset {offset}, expected offset {received}"),
+        ));
+    }
+    *received += payload.len() as u64;
+    if *received - *acknowledged >= ACK_EVERY_BYTES {
+        // Acks are cumulative: if the queue is full, the next one covers this.
+        if control.try_send(frame::ack(*received)).is_ok() {
+            *acknowledged = *received;
+        }
+    }
+    Ok(())
 }
 
 async fn send_keepalives(
@@ -266,16 +398,6 @@ fn closed_stream() -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, "session stream closed")
 }
 
-/// Copies both ways between a socket and a frame stream until both directions
-/// are closed. Returns (bytes socket→frames, bytes frames→socket).
-pub async fn splice<A, S>(socket: &mut A, frames: &mut FrameStream<S>) -> io::Result<(u64, u64)>
-where
-    A: AsyncRead + AsyncWrite + Unpin,
-    S: Stream<Item = Result<Frame, tonic::Status>> + Unpin,
-{
-    tokio::io::copy_bidirectional_with_sizes(socket, frames, SPLICE_BUFFER, SPLICE_BUFFER).await
-}
-
 #[cfg(test)]
 mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -376,6 +498,44 @@ mod tests {
         feeder.await.unwrap();
         let ack = sent.next().await.unwrap();
         assert_eq!(ack, frame::ack(ACK_EVERY_BYTES));
+    }
+
+    /// An endpoint that resets (closes with unread bytes) ends the relay like a close.
+    #[tokio::test]
+    async fn a_reset_endpoint_is_a_close_not_an_error() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut relay_side = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (endpoint, _) = listener.accept().await.unwrap();
+
+        let (peer_tx, rx) = outgoing_channel();
+        let (out, mut sent) = outgoing_channel();
+        let ok: fn(Frame) -> Result<Frame, tonic::Status> = Ok;
+        let mut frames = FrameStream::new(rx.map(ok), out, None);
+        // The peer sends bytes the endpoint never reads, then its Close.
+        peer_tx
+            .send(frame::data(0, Bytes::from_static(b"unread")))
+            .await
+            .unwrap();
+        let relay = tokio::spawn(async move { frames.splice_tcp(&mut relay_side).await });
+        tokio::task::yield_now().await;
+        endpoint.set_zero_linger().unwrap();
+        drop(endpoint); // RST instead of FIN
+        let close = loop {
+            match sent.next().await.unwrap().kind {
+                Some(Kind::Close(close)) => break close,
+                _ => continue,
+            }
+        };
+        assert!(!close.error, "{close:?}");
+        peer_tx
+            .send(frame::data(6, Bytes::from_static(b"more")))
+            .await
+            .unwrap();
+        peer_tx.send(frame::close(None)).await.unwrap();
+        let (up, _down) = relay.await.unwrap().expect("a reset is not an error");
+        assert_eq!(up, 0);
     }
 
     #[tokio::test]

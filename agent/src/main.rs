@@ -26,7 +26,7 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!(config = ?config, "starting agent");
     let agent = postern_agent::spawn(config)?;
-    shutdown_signal().await;
+    postern_tunnel::signal::shutdown().await;
     tracing::info!("stopping");
     agent.stop().await;
     Ok(())
@@ -41,19 +41,4 @@ fn init_logging(env: &Env) {
     } else {
         builder.json().with_current_span(true).init();
     }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

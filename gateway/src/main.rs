@@ -99,7 +99,7 @@ async fn run(env: &Env) -> anyhow::Result<()> {
         routes: Arc::new(MemoryRouteStore::new()),
     };
     let running = start(config.options, stores).await?;
-    shutdown_signal().await;
+    postern_tunnel::signal::shutdown().await;
     running.shutdown().await;
     Ok(())
 }
@@ -121,7 +121,7 @@ async fn run_dev(
     };
     let dev = start_dev(options).await?;
     println!("{}", dev.instructions());
-    shutdown_signal().await;
+    postern_tunnel::signal::shutdown().await;
     dev.shutdown().await;
     Ok(())
 }
@@ -154,19 +154,4 @@ fn init_logging(env: &Env, dev: bool) {
             .with_span_list(false)
             .init();
     }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

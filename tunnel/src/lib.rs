@@ -9,6 +9,7 @@ pub mod frame;
 pub mod fuzzing;
 pub mod http2;
 pub mod secret;
+pub mod signal;
 pub mod stream;
 pub mod tls;
 

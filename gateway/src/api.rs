@@ -10,7 +10,7 @@ use axum::routing::{delete, get};
 use axum::{Json, Router};
 use postern_state::{Agent, Connection, ConnectionKind, Role, UserToken, now_ms};
 use postern_tunnel::Secret;
-use postern_tunnel::auth::{BearerError, TokenKind, generate_token, hash_token};
+use postern_tunnel::auth::{BearerError, TokenKind, generate_token, hash_token, parse_bearer};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -92,15 +92,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 
 fn bearer(headers: &HeaderMap) -> Result<Secret, BearerError> {
     let value = headers.get("authorization").ok_or(BearerError::Missing)?;
-    let value = value.to_str().map_err(|_| BearerError::Malformed)?;
-    let token = value
-        .strip_prefix("Bearer ")
-        .ok_or(BearerError::Malformed)?
-        .trim();
-    if token.is_empty() {
-        return Err(BearerError::Malformed);
-    }
-    Ok(Secret::new(token))
+    parse_bearer(value.to_str().map_err(|_| BearerError::Malformed)?)
 }
 
 async fn user(shared: &Shared, headers: &HeaderMap) -> ApiResult<UserToken> {

@@ -52,7 +52,11 @@ pub enum BearerError {
 /// Reads `authorization: Bearer <token>` from request metadata.
 pub fn bearer_token(metadata: &MetadataMap) -> Result<Secret, BearerError> {
     let value = metadata.get("authorization").ok_or(BearerError::Missing)?;
-    let value = value.to_str().map_err(|_| BearerError::Malformed)?;
+    parse_bearer(value.to_str().map_err(|_| BearerError::Malformed)?)
+}
+
+/// Parses the value of an `authorization` header (gRPC metadata or HTTP).
+pub fn parse_bearer(value: &str) -> Result<Secret, BearerError> {
     let token = value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))

@@ -127,12 +127,7 @@ async fn list_connections(
     headers: HeaderMap,
 ) -> ApiResult<Json<Vec<ConnectionView>>> {
     user(&shared, &headers).await?;
-    let connections = shared
-        .stores
-        .policy
-        .connections()
-        .await
-        .map_err(|e| shared.refuse(e.into()))?;
+    let connections = shared.stored(shared.stores.policy.connections().await)?;
     Ok(Json(
         connections
             .into_iter()
@@ -180,12 +175,7 @@ async fn create_connection(
         agent: new.agent,
         created_at_ms: now_ms(),
     };
-    shared
-        .stores
-        .policy
-        .create_connection(&connection)
-        .await
-        .map_err(|e| shared.refuse(e.into()))?;
+    shared.stored(shared.stores.policy.create_connection(&connection).await)?;
     let detail = format!(
         "kind={} target={} agent={}",
         connection.kind.as_str(),
@@ -210,13 +200,7 @@ async fn delete_connection(
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
     let admin = admin(&shared, &headers).await?;
-    if !shared
-        .stores
-        .policy
-        .delete_connection(&name)
-        .await
-        .map_err(|e| shared.refuse(e.into()))?
-    {
+    if !shared.stored(shared.stores.policy.delete_connection(&name).await)? {
         return Err(shared.refuse(Refusal::new(
             ErrorKind::NotFound,
             format!("connection {name:?} does not exist"),
@@ -240,12 +224,7 @@ async fn list_agents(
     headers: HeaderMap,
 ) -> ApiResult<Json<Vec<AgentView>>> {
     admin(&shared, &headers).await?;
-    let agents = shared
-        .stores
-        .policy
-        .agents()
-        .await
-        .map_err(|e| shared.refuse(e.into()))?;
+    let agents = shared.stored(shared.stores.policy.agents().await)?;
     Ok(Json(
         agents
             .into_iter()
@@ -274,12 +253,7 @@ async fn create_agent(
         token_hash: hash_token(token.expose()),
         created_at_ms: now_ms(),
     };
-    shared
-        .stores
-        .policy
-        .create_agent(&agent)
-        .await
-        .map_err(|e| shared.refuse(e.into()))?;
+    shared.stored(shared.stores.policy.create_agent(&agent).await)?;
     shared
         .audit(
             &admin.user,
@@ -302,13 +276,7 @@ async fn delete_agent(
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
     let admin = admin(&shared, &headers).await?;
-    if !shared
-        .stores
-        .policy
-        .delete_agent(&name)
-        .await
-        .map_err(|e| shared.refuse(e.into()))?
-    {
+    if !shared.stored(shared.stores.policy.delete_agent(&name).await)? {
         return Err(shared.refuse(Refusal::new(
             ErrorKind::NotFound,
             format!("agent {name:?} does not exist"),
@@ -326,12 +294,7 @@ async fn list_tokens(
 ) -> ApiResult<Json<Vec<UserToken>>> {
     admin(&shared, &headers).await?;
     Ok(Json(
-        shared
-            .stores
-            .policy
-            .user_tokens()
-            .await
-            .map_err(|e| shared.refuse(e.into()))?,
+        shared.stored(shared.stores.policy.user_tokens().await)?,
     ))
 }
 
@@ -359,12 +322,7 @@ async fn create_token(
         role: new.role,
         created_at_ms: now_ms(),
     };
-    shared
-        .stores
-        .policy
-        .create_user_token(&record)
-        .await
-        .map_err(|e| shared.refuse(e.into()))?;
+    shared.stored(shared.stores.policy.create_user_token(&record).await)?;
     shared
         .audit(
             &admin.user,
@@ -392,12 +350,7 @@ async fn list_sessions(
 ) -> ApiResult<Json<serde_json::Value>> {
     admin(&shared, &headers).await?;
     let limit = query.limit.unwrap_or(100).min(10_000);
-    let sessions = shared
-        .stores
-        .policy
-        .sessions(limit)
-        .await
-        .map_err(|e| shared.refuse(e.into()))?;
+    let sessions = shared.stored(shared.stores.policy.sessions(limit).await)?;
     Ok(Json(json!(sessions)))
 }
 
@@ -408,12 +361,7 @@ async fn list_audit(
 ) -> ApiResult<Json<serde_json::Value>> {
     admin(&shared, &headers).await?;
     let limit = query.limit.unwrap_or(100).min(10_000);
-    let events = shared
-        .stores
-        .audit
-        .events(limit)
-        .await
-        .map_err(|e| shared.refuse(e.into()))?;
+    let events = shared.stored(shared.stores.audit.events(limit).await)?;
     Ok(Json(json!(events)))
 }
 

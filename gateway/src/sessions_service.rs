@@ -34,17 +34,7 @@ impl Sessions for SessionsService {
         let user = shared
             .authenticate_user(bearer_token(request.metadata()))
             .await?;
-        let connection = request
-            .metadata()
-            .get(CONNECTION_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| {
-                shared.refuse(Refusal::new(
-                    ErrorKind::BadRequest,
-                    format!("missing {CONNECTION_HEADER} metadata"),
-                ))
-            })?
-            .to_owned();
+        let connection = shared.required_metadata(request.metadata(), CONNECTION_HEADER)?;
         let session_id = uuid::Uuid::new_v4().to_string();
         let span = info_span!("session", session_id = %session_id, user = %user.user, connection = %connection);
         open_session(
@@ -78,11 +68,7 @@ async fn open_session(
         )));
     }
     let connection = shared
-        .stores
-        .policy
-        .connection(&connection_name)
-        .await
-        .map_err(|e| shared.refuse(e.into()))?
+        .stored(shared.stores.policy.connection(&connection_name).await)?
         .ok_or_else(|| {
             shared.refuse(Refusal::new(
                 ErrorKind::NotFound,
@@ -177,12 +163,7 @@ async fn open_session(
         outcome: None,
     };
     // No record, no session: access that cannot be accounted for is refused.
-    shared
-        .stores
-        .policy
-        .record_session_start(&record)
-        .await
-        .map_err(|e| shared.refuse(e.into()))?;
+    shared.stored(shared.stores.policy.record_session_start(&record).await)?;
     tracker.start();
     shared
         .metrics

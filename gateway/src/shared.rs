@@ -84,6 +84,25 @@ impl Shared {
         refusal
     }
 
+    /// A store result as a counted refusal (fail closed when the store is unavailable).
+    pub fn stored<T>(&self, result: postern_state::StoreResult<T>) -> Result<T, Refusal> {
+        result.map_err(|e| self.refuse(e.into()))
+    }
+
+    /// A metadata value the request cannot do without.
+    pub fn required_metadata(&self, metadata: &MetadataMap, name: &str) -> Result<String, Refusal> {
+        metadata
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                self.refuse(Refusal::new(
+                    ErrorKind::BadRequest,
+                    format!("missing {name} metadata"),
+                ))
+            })
+    }
+
     pub async fn authenticate_agent(&self, metadata: &MetadataMap) -> Result<Agent, Refusal> {
         let token = bearer_token(metadata).map_err(|e| self.refuse(bearer_refusal(e, "agent")))?;
         match self

@@ -81,17 +81,7 @@ impl AgentTunnel for TunnelService {
     ) -> Result<Response<Self::AttachStream>, Status> {
         let shared = &self.shared;
         let agent = shared.authenticate_agent(request.metadata()).await?;
-        let session_id = request
-            .metadata()
-            .get(SESSION_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| {
-                shared.refuse(Refusal::new(
-                    ErrorKind::BadRequest,
-                    format!("missing {SESSION_HEADER} metadata"),
-                ))
-            })?
-            .to_owned();
+        let session_id = shared.required_metadata(request.metadata(), SESSION_HEADER)?;
         let Some(pending) = shared.pending.take(&session_id, &agent.name) else {
             return Err(shared
                 .refuse(Refusal::new(

@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{AGENT, Cluster, Prng, echo_server, wait_for};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -164,11 +162,13 @@ async fn two_hundred_concurrent_sessions() {
         .await;
     let port = cluster.local_port("echo").await;
 
-    // All sessions open before any closes, so 200 really are concurrent.
-    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(SESSIONS as usize));
+    // All sessions open before any closes, so 200 really are concurrent: each
+    // waits at `opened` (which the test joins to count them), then at `release`.
+    let opened = std::sync::Arc::new(tokio::sync::Barrier::new(SESSIONS as usize + 1));
+    let release = std::sync::Arc::new(tokio::sync::Barrier::new(SESSIONS as usize + 1));
     let tasks: Vec<_> = (0..SESSIONS)
         .map(|i| {
-            let barrier = barrier.clone();
+            let (opened, release) = (opened.clone(), release.clone());
             tokio::spawn(async move {
                 let mut payload = vec![0u8; PER_SESSION];
                 Prng::new(i + 1).fill(&mut payload);
@@ -176,7 +176,8 @@ async fn two_hundred_concurrent_sessions() {
                 socket.write_all(&payload[..10]).await.unwrap();
                 let mut first = [0u8; 10];
                 socket.read_exact(&mut first).await.unwrap();
-                barrier.wait().await;
+                opened.wait().await;
+                release.wait().await;
                 let (mut read, mut write) = socket.into_split();
                 let rest = payload[10..].to_vec();
                 let writer = tokio::spawn(async move {
@@ -191,22 +192,10 @@ async fn two_hundred_concurrent_sessions() {
             })
         })
         .collect();
-    let peak = {
-        let cluster = &cluster;
-        async move {
-            let mut peak = 0i64;
-            for _ in 0..200 {
-                peak = peak.max(cluster.gateway().shared.metrics.sessions_open.get());
-                if peak >= SESSIONS as i64 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            peak
-        }
-    };
-    let (peak, results) = tokio::join!(peak, futures::future::join_all(tasks));
-    for result in results {
+    opened.wait().await;
+    let peak = cluster.gateway().shared.metrics.sessions_open.get();
+    release.wait().await;
+    for result in futures::future::join_all(tasks).await {
         result.unwrap();
     }
     assert_eq!(peak, SESSIONS as i64, "sessions open at once");

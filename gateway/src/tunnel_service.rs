@@ -124,7 +124,7 @@ async fn control_loop(
     if let Err(e) = shared
         .stores
         .routes
-        .announce_agent(&agent, &shared.replica_id, route_ttl)
+        .announce_agents(std::slice::from_ref(&agent), &shared.replica_id, route_ttl)
         .await
     {
         warn!(error = %e, "cannot publish the agent's route");
@@ -153,7 +153,7 @@ async fn control_loop(
                 if tx.send(gateway_message(GatewayKind::Keepalive(keepalive_body()))).await.is_err() {
                     break "control stream closed".to_owned();
                 }
-                if let Err(e) = shared.stores.routes.announce_agent(&agent, &shared.replica_id, route_ttl).await {
+                if let Err(e) = shared.stores.routes.announce_agents(std::slice::from_ref(&agent), &shared.replica_id, route_ttl).await {
                     warn!(error = %e, "cannot refresh the agent's route");
                 }
             }

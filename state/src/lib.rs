@@ -30,14 +30,48 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// Where live things are: which replicas hold an agent's tunnel and which replica
-/// is the ingress of a session. Entries expire unless refreshed.
+/// A gateway replica as its peers see it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReplicaInfo {
+    pub id: String,
+    /// Where other replicas reach this one's peer port (`host:port`); empty in
+    /// relay mode, where replicas cannot dial each other.
+    pub peer_addr: String,
+    /// Hex SHA-256 of the peer port's TLS certificate, pinned by dialing peers;
+    /// empty when the peer port serves h2c.
+    pub peer_cert_sha256: String,
+    /// A draining replica takes no new sessions and its agents are moving away.
+    pub draining: bool,
+    pub started_at_ms: u64,
+}
+
+/// Messages from one replica's inbox, in the order they were published; the
+/// stream ends when the subscription is lost (the caller subscribes again).
+pub type Inbox = std::pin::Pin<Box<dyn futures::Stream<Item = bytes::Bytes> + Send + 'static>>;
+
+/// Where live things are: which replicas exist, which hold an agent's tunnel,
+/// and which replica is the ingress of a session. Entries expire unless refreshed,
+/// so a dead replica's routes vanish on their own.
 #[async_trait]
 pub trait RouteStore: Send + Sync + 'static {
-    async fn announce_agent(&self, agent: &str, replica: &str, ttl: Duration) -> StoreResult<()>;
+    /// Publishes (or refreshes) this replica's record for `ttl`.
+    async fn announce_replica(&self, replica: &ReplicaInfo, ttl: Duration) -> StoreResult<()>;
+    async fn withdraw_replica(&self, replica_id: &str) -> StoreResult<()>;
+    /// Replicas whose record has not expired, in no particular order.
+    async fn replicas(&self) -> StoreResult<Vec<ReplicaInfo>>;
+
+    /// Records (or refreshes) that `replica` holds a tunnel from each of `agents`.
+    async fn announce_agents(
+        &self,
+        agents: &[String],
+        replica: &str,
+        ttl: Duration,
+    ) -> StoreResult<()>;
     async fn withdraw_agent(&self, agent: &str, replica: &str) -> StoreResult<()>;
-    /// Replicas currently holding a tunnel from `agent`, freshest first.
+    /// Replicas currently holding a tunnel from `agent`, freshest first. Callers
+    /// also check that each replica is itself still live.
     async fn agent_replicas(&self, agent: &str) -> StoreResult<Vec<String>>;
+
     async fn put_session(
         &self,
         session_id: &str,
@@ -46,6 +80,13 @@ pub trait RouteStore: Send + Sync + 'static {
     ) -> StoreResult<()>;
     async fn session_ingress(&self, session_id: &str) -> StoreResult<Option<String>>;
     async fn remove_session(&self, session_id: &str) -> StoreResult<()>;
+
+    /// Sends `message` to `replica`'s inbox. Delivery is at most once: a replica
+    /// that is not subscribed loses it.
+    async fn publish(&self, replica: &str, message: bytes::Bytes) -> StoreResult<()>;
+    /// Receives this replica's inbox. Resolves once the subscription is active,
+    /// so a message published after it returns is delivered.
+    async fn subscribe(&self, replica: &str) -> StoreResult<Inbox>;
 }
 
 /// Policy: connections, agents and user tokens, plus session records.

@@ -5,8 +5,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use crate::{RouteStore, StoreResult};
+use crate::{Inbox, ReplicaInfo, RouteStore, StoreResult};
 
 #[derive(Default)]
 pub struct MemoryRouteStore {
@@ -15,6 +18,8 @@ pub struct MemoryRouteStore {
 
 #[derive(Default)]
 struct Routes {
+    replicas: HashMap<String, (ReplicaInfo, Instant)>,
+    inboxes: HashMap<String, Vec<mpsc::UnboundedSender<Bytes>>>,
     /// agent -> replica -> expiry
     agents: HashMap<String, HashMap<String, Instant>>,
     /// session -> (ingress replica, expiry)
@@ -35,12 +40,44 @@ impl MemoryRouteStore {
 
 #[async_trait]
 impl RouteStore for MemoryRouteStore {
-    async fn announce_agent(&self, agent: &str, replica: &str, ttl: Duration) -> StoreResult<()> {
+    async fn announce_replica(&self, replica: &ReplicaInfo, ttl: Duration) -> StoreResult<()> {
         self.routes()
-            .agents
-            .entry(agent.to_owned())
-            .or_default()
-            .insert(replica.to_owned(), Instant::now() + ttl);
+            .replicas
+            .insert(replica.id.clone(), (replica.clone(), Instant::now() + ttl));
+        Ok(())
+    }
+
+    async fn withdraw_replica(&self, replica_id: &str) -> StoreResult<()> {
+        self.routes().replicas.remove(replica_id);
+        Ok(())
+    }
+
+    async fn replicas(&self) -> StoreResult<Vec<ReplicaInfo>> {
+        let now = Instant::now();
+        Ok(self
+            .routes()
+            .replicas
+            .values()
+            .filter(|(_, expiry)| *expiry > now)
+            .map(|(info, _)| info.clone())
+            .collect())
+    }
+
+    async fn announce_agents(
+        &self,
+        agents: &[String],
+        replica: &str,
+        ttl: Duration,
+    ) -> StoreResult<()> {
+        let expiry = Instant::now() + ttl;
+        let mut routes = self.routes();
+        for agent in agents {
+            routes
+                .agents
+                .entry(agent.clone())
+                .or_default()
+                .insert(replica.to_owned(), expiry);
+        }
         Ok(())
     }
 
@@ -92,6 +129,24 @@ impl RouteStore for MemoryRouteStore {
         self.routes().sessions.remove(session_id);
         Ok(())
     }
+
+    async fn publish(&self, replica: &str, message: Bytes) -> StoreResult<()> {
+        let mut routes = self.routes();
+        if let Some(subscribers) = routes.inboxes.get_mut(replica) {
+            subscribers.retain(|tx| tx.send(message.clone()).is_ok());
+        }
+        Ok(())
+    }
+
+    async fn subscribe(&self, replica: &str) -> StoreResult<Inbox> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.routes()
+            .inboxes
+            .entry(replica.to_owned())
+            .or_default()
+            .push(tx);
+        Ok(Box::pin(UnboundedReceiverStream::new(rx)))
+    }
 }
 
 #[cfg(test)]
@@ -102,11 +157,11 @@ mod tests {
     async fn agent_routes_expire_and_withdraw() {
         let store = MemoryRouteStore::new();
         store
-            .announce_agent("a1", "r1", Duration::from_secs(60))
+            .announce_agents(&["a1".into()], "r1", Duration::from_secs(60))
             .await
             .unwrap();
         store
-            .announce_agent("a1", "r2", Duration::from_millis(1))
+            .announce_agents(&["a1".into()], "r2", Duration::from_millis(1))
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -129,5 +184,46 @@ mod tests {
         );
         store.remove_session("s1").await.unwrap();
         assert_eq!(store.session_ingress("s1").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn replicas_expire_and_inboxes_deliver_in_order() {
+        use futures::StreamExt;
+        let store = MemoryRouteStore::new();
+        let replica = |id: &str| ReplicaInfo {
+            id: id.into(),
+            peer_addr: "127.0.0.1:1".into(),
+            peer_cert_sha256: String::new(),
+            draining: false,
+            started_at_ms: 1,
+        };
+        store
+            .announce_replica(&replica("r1"), Duration::from_secs(60))
+            .await
+            .unwrap();
+        store
+            .announce_replica(&replica("r2"), Duration::from_millis(1))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(store.replicas().await.unwrap(), vec![replica("r1")]);
+        store.withdraw_replica("r1").await.unwrap();
+        assert!(store.replicas().await.unwrap().is_empty());
+
+        let mut inbox = store.subscribe("r1").await.unwrap();
+        store
+            .publish("r2", Bytes::from_static(b"elsewhere"))
+            .await
+            .unwrap();
+        store
+            .publish("r1", Bytes::from_static(b"one"))
+            .await
+            .unwrap();
+        store
+            .publish("r1", Bytes::from_static(b"two"))
+            .await
+            .unwrap();
+        assert_eq!(inbox.next().await.unwrap(), "one");
+        assert_eq!(inbox.next().await.unwrap(), "two");
     }
 }

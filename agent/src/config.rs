@@ -17,6 +17,8 @@ pub const VARS: &[&str] = &[
     "POSTERN_RECONNECT_MAX_MS",
     "POSTERN_DIAL_TIMEOUT_MS",
     "POSTERN_ALLOWED_TARGETS",
+    "POSTERN_AGENT_TUNNELS",
+    "POSTERN_AGENT_TUNNEL_REFRESH_MS",
     "POSTERN_LOG_FORMAT",
 ];
 
@@ -33,6 +35,11 @@ pub struct AgentConfig {
     pub dial_timeout: Duration,
     /// Targets this agent may dial; `None` allows any (logged as a warning at start).
     pub allowed_targets: Option<Allowlist>,
+    /// Tunnels kept open, each to a different replica when enough exist.
+    pub tunnels: usize,
+    /// How often each tunnel is re-opened (make before break) so tunnels spread
+    /// over replicas added since; zero never.
+    pub tunnel_refresh: Duration,
 }
 
 impl AgentConfig {
@@ -46,6 +53,8 @@ impl AgentConfig {
             reconnect_max: Duration::from_secs(15),
             dial_timeout: Duration::from_secs(5),
             allowed_targets: None,
+            tunnels: 2,
+            tunnel_refresh: Duration::from_secs(15 * 60),
         }
     }
 
@@ -98,6 +107,18 @@ impl AgentConfig {
             Duration::from_millis(1),
         )?;
         config.allowed_targets = env.optional("POSTERN_ALLOWED_TARGETS")?;
+        config.tunnels = env.or("POSTERN_AGENT_TUNNELS", config.tunnels)?;
+        if !(1..=16).contains(&config.tunnels) {
+            return Err(ConfigError {
+                var: "POSTERN_AGENT_TUNNELS".into(),
+                message: format!("must be between 1 and 16, not {}", config.tunnels),
+            });
+        }
+        config.tunnel_refresh = env.millis(
+            "POSTERN_AGENT_TUNNEL_REFRESH_MS",
+            config.tunnel_refresh,
+            Duration::ZERO,
+        )?;
         Ok(config)
     }
 }

@@ -6,6 +6,7 @@
 pub mod allowlist;
 pub mod backoff;
 pub mod config;
+mod control;
 mod session;
 mod tunnel;
 

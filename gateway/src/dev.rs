@@ -85,6 +85,7 @@ pub async fn start_dev(options: DevOptions) -> anyhow::Result<DevGateway> {
             tls: Some(server_config(identity)?),
             replica_id: new_replica_id(),
             settings: options.settings.clone(),
+            peer: None,
         },
         stores,
     )

@@ -5,9 +5,12 @@
 pub mod api;
 pub mod config;
 pub mod dev;
+pub mod heartbeat;
 pub mod metrics;
+pub mod peer;
 pub mod refusal;
 pub mod registry;
+pub mod routing;
 mod server;
 pub mod session;
 pub mod sessions_service;
@@ -18,9 +21,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use postern_state::{ReplicaInfo, now_ms};
 use postern_tunnel::frame::MAX_MESSAGE_SIZE;
+use postern_tunnel::peer::PeerKey;
 use postern_tunnel::proto::agent_tunnel_server::AgentTunnelServer;
 use postern_tunnel::proto::gateway_message::Kind as GatewayKind;
+use postern_tunnel::proto::peer_server::PeerServer;
 use postern_tunnel::proto::sessions_server::SessionsServer;
 use postern_tunnel::proto::{Drain, GatewayMessage};
 use tokio::net::TcpListener;
@@ -30,6 +36,8 @@ use tracing::info;
 
 pub use shared::{Settings, Shared, Stores};
 
+use crate::peer::PeerService;
+use crate::peer::client::PeerClient;
 use crate::sessions_service::SessionsService;
 use crate::tunnel_service::TunnelService;
 
@@ -42,6 +50,24 @@ pub struct GatewayOptions {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub replica_id: String,
     pub settings: Settings,
+    /// Proxy peering with other replicas; `None` runs this replica alone.
+    pub peer: Option<PeerOptions>,
+}
+
+/// The internal peer port other replicas splice sessions through.
+#[derive(Debug, Clone)]
+pub struct PeerOptions {
+    pub listen_addr: SocketAddr,
+    /// The address other replicas dial; `None` uses the bound address, which
+    /// then must not be a wildcard.
+    pub advertise_addr: Option<String>,
+    /// Signs and checks peer tokens (`POSTERN_PEER_SECRET`).
+    pub key: PeerKey,
+    /// TLS with a per-start certificate pinned through the route store; off
+    /// only where the network between replicas is already private and encrypted.
+    pub tls: bool,
+    /// HTTP/2 connections kept to each peer; sessions are spread over them.
+    pub connections_per_peer: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +78,12 @@ pub enum StartError {
         var: &'static str,
         source: std::io::Error,
     },
+    #[error(
+        "POSTERN_PEER_ADVERTISE_ADDR is required: the peer port listens on {0}, which other replicas cannot dial"
+    )]
+    PeerAdvertise(SocketAddr),
+    #[error("cannot make the peer port's TLS certificate: {0}")]
+    PeerTls(#[from] postern_tunnel::tls::TlsError),
 }
 
 /// A replica that is serving. Stop it with [`RunningGateway::shutdown`] (drain)
@@ -59,7 +91,10 @@ pub enum StartError {
 pub struct RunningGateway {
     pub public_addr: SocketAddr,
     pub internal_addr: SocketAddr,
+    pub peer_addr: Option<SocketAddr>,
     pub shared: Arc<Shared>,
+    /// This replica's record in the route store (when peering).
+    me: Option<ReplicaInfo>,
     stop: CancellationToken,
     kill: CancellationToken,
     servers: Vec<JoinHandle<()>>,
@@ -95,7 +130,23 @@ pub async fn start(options: GatewayOptions, stores: Stores) -> Result<RunningGat
         .local_addr()
         .expect("a bound listener has an address");
 
-    let shared = Arc::new(Shared::new(options.replica_id, stores, options.settings));
+    let peer = match &options.peer {
+        Some(peer) => Some(bind_peer(peer, &options.replica_id).await?),
+        None => None,
+    };
+    let peers = options.peer.as_ref().map(|p| {
+        PeerClient::new(
+            options.replica_id.clone(),
+            p.key.clone(),
+            p.connections_per_peer,
+        )
+    });
+    let shared = Arc::new(Shared::new(
+        options.replica_id,
+        stores,
+        options.settings,
+        peers,
+    ));
     let tunnel = AgentTunnelServer::new(TunnelService {
         shared: shared.clone(),
     })
@@ -113,7 +164,7 @@ pub async fn start(options: GatewayOptions, stores: Stores) -> Result<RunningGat
 
     let stop = CancellationToken::new();
     let kill = CancellationToken::new();
-    let servers = vec![
+    let mut servers = vec![
         tokio::spawn(server::serve(
             public,
             router,
@@ -129,21 +180,89 @@ pub async fn start(options: GatewayOptions, stores: Stores) -> Result<RunningGat
             kill.clone(),
         )),
     ];
+    let mut peer_addr = None;
+    let mut me = None;
+    if let Some((listener, tls, record)) = peer {
+        peer_addr = listener.local_addr().ok();
+        let service = PeerServer::new(PeerService {
+            shared: shared.clone(),
+        })
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE);
+        let router = axum::Router::new()
+            .route_service(&format!("/{}/{{*rest}}", grpc_name(&service)), service);
+        servers.push(tokio::spawn(server::serve(
+            listener,
+            router,
+            tls,
+            stop.clone(),
+            kill.clone(),
+        )));
+        // The record goes out before the replica reports itself listening.
+        heartbeat::announce(&shared, &record).await;
+        heartbeat::refresh_cluster(&shared).await;
+        tokio::spawn(heartbeat::run(
+            shared.clone(),
+            record.clone(),
+            shared.stop.clone(),
+        ));
+        me = Some(record);
+    }
     info!(
         replica = %shared.replica_id,
         %public_addr,
         %internal_addr,
+        peer_addr = ?peer_addr,
         tls = options.tls.is_some(),
         "gateway listening"
     );
     Ok(RunningGateway {
         public_addr,
         internal_addr,
+        peer_addr,
+        me,
         shared,
         stop,
         kill,
         servers,
     })
+}
+
+type PeerListener = (TcpListener, Option<Arc<rustls::ServerConfig>>, ReplicaInfo);
+
+async fn bind_peer(peer: &PeerOptions, replica_id: &str) -> Result<PeerListener, StartError> {
+    let listener = TcpListener::bind(peer.listen_addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: peer.listen_addr,
+            var: "POSTERN_PEER_ADDR",
+            source,
+        })?;
+    let bound = listener
+        .local_addr()
+        .expect("a bound listener has an address");
+    let advertise = match &peer.advertise_addr {
+        Some(addr) => addr.clone(),
+        None if bound.ip().is_unspecified() => return Err(StartError::PeerAdvertise(bound)),
+        None => bound.to_string(),
+    };
+    let (tls, fingerprint) = if peer.tls {
+        let (identity, fingerprint) = postern_tunnel::pinned::ephemeral_identity()?;
+        (
+            Some(postern_tunnel::tls::server_config(identity)?),
+            fingerprint,
+        )
+    } else {
+        (None, String::new())
+    };
+    let record = ReplicaInfo {
+        id: replica_id.to_owned(),
+        peer_addr: advertise,
+        peer_cert_sha256: fingerprint,
+        draining: false,
+        started_at_ms: now_ms().max(0) as u64,
+    };
+    Ok((listener, tls, record))
 }
 
 impl RunningGateway {
@@ -153,6 +272,10 @@ impl RunningGateway {
         let shared = &self.shared;
         shared.set_draining();
         info!(replica = %shared.replica_id, "draining");
+        if let Some(me) = &self.me {
+            // Peers stop preferring this replica at once, not a heartbeat later.
+            heartbeat::announce(shared, me).await;
+        }
         for link in shared.agents.all_links() {
             let drain = GatewayMessage {
                 kind: Some(GatewayKind::Drain(Drain {

@@ -38,6 +38,8 @@ pub enum ErrorKind {
     StoreUnavailable,
     Draining,
     StreamError,
+    PeerUnauthenticated,
+    PeerUnavailable,
 }
 
 impl ErrorKind {
@@ -54,6 +56,8 @@ impl ErrorKind {
             ErrorKind::StoreUnavailable => "store_unavailable",
             ErrorKind::Draining => "draining",
             ErrorKind::StreamError => "stream_error",
+            ErrorKind::PeerUnauthenticated => "peer_unauthenticated",
+            ErrorKind::PeerUnavailable => "peer_unavailable",
         }
     }
 }
@@ -61,6 +65,42 @@ impl ErrorKind {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     kind: &'static str,
+}
+
+/// How a session's two legs were joined.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum SplicePath {
+    /// The ingress replica holds the agent's Attach itself.
+    Local,
+    /// The agent attached to another replica, which forwards over the peer link.
+    Peer,
+    /// As `Peer`, carried through the route store's pub/sub instead of a link.
+    Relay,
+}
+
+impl SplicePath {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SplicePath::Local => "local",
+            SplicePath::Peer => "peer",
+            SplicePath::Relay => "relay",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PathLabels {
+    path: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: &'static str,
 }
 
 pub struct Metrics {
@@ -72,6 +112,10 @@ pub struct Metrics {
     pub agents_connected: Gauge,
     errors: Family<ErrorLabels, Counter>,
     pub session_open_seconds: Histogram,
+    splices: Family<PathLabels, Counter>,
+    route_lookups: Family<ResultLabels, Counter>,
+    route_store_errors: Family<OperationLabels, Counter>,
+    pub replicas_live: Gauge,
 }
 
 impl Default for Metrics {
@@ -121,6 +165,30 @@ impl Metrics {
             "Time from a user's Open to the agent's Attach",
             session_open_seconds.clone(),
         );
+        let splices = Family::<PathLabels, Counter>::default();
+        registry.register(
+            "splices",
+            "Session legs joined, by path (local, peer, relay), counted where the agent attached",
+            splices.clone(),
+        );
+        let route_lookups = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "route_lookups",
+            "Route store lookups of an agent's or session's replica, by result (hit, miss)",
+            route_lookups.clone(),
+        );
+        let route_store_errors = Family::<OperationLabels, Counter>::default();
+        registry.register(
+            "route_store_errors",
+            "Failed route store (Redis) operations, by operation",
+            route_store_errors.clone(),
+        );
+        let replicas_live = Gauge::default();
+        registry.register(
+            "replicas_live",
+            "Live gateway replicas as this replica last saw them, itself included",
+            replicas_live.clone(),
+        );
         // Bind each handle in its own statement: `get_or_create` returns a read
         // guard, and a second call while one is alive would deadlock.
         let bytes_up = bytes
@@ -138,7 +206,33 @@ impl Metrics {
             agents_connected,
             errors,
             session_open_seconds,
+            splices,
+            route_lookups,
+            route_store_errors,
+            replicas_live,
         }
+    }
+
+    pub fn splice(&self, path: SplicePath) {
+        self.splices
+            .get_or_create(&PathLabels {
+                path: path.as_str(),
+            })
+            .inc();
+    }
+
+    pub fn route_lookup(&self, hit: bool) {
+        self.route_lookups
+            .get_or_create(&ResultLabels {
+                result: if hit { "hit" } else { "miss" },
+            })
+            .inc();
+    }
+
+    pub fn route_store_error(&self, operation: &'static str) {
+        self.route_store_errors
+            .get_or_create(&OperationLabels { operation })
+            .inc();
     }
 
     pub fn error(&self, kind: ErrorKind) {
@@ -174,6 +268,9 @@ mod tests {
         metrics.error(ErrorKind::AgentOffline);
         metrics.session_ended("ok");
         metrics.bytes_up.inc_by(5);
+        metrics.splice(SplicePath::Peer);
+        metrics.route_lookup(false);
+        metrics.route_store_error("announce_replica");
         let text = metrics.encode();
         for name in [
             "postern_sessions_open",
@@ -182,6 +279,10 @@ mod tests {
             "postern_agents_connected",
             "postern_errors_total{kind=\"agent_offline\"} 1",
             "postern_session_open_seconds_bucket",
+            "postern_splices_total{path=\"peer\"} 1",
+            "postern_route_lookups_total{result=\"miss\"} 1",
+            "postern_route_store_errors_total{operation=\"announce_replica\"} 1",
+            "postern_replicas_live",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

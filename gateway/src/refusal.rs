@@ -24,7 +24,8 @@ impl Refusal {
 
     pub fn grpc_code(&self) -> Code {
         match self.kind {
-            ErrorKind::Unauthenticated => Code::Unauthenticated,
+            ErrorKind::Unauthenticated | ErrorKind::PeerUnauthenticated => Code::Unauthenticated,
+            ErrorKind::PeerUnavailable => Code::Unavailable,
             ErrorKind::Forbidden => Code::PermissionDenied,
             ErrorKind::BadRequest => Code::InvalidArgument,
             ErrorKind::NotFound => Code::NotFound,
@@ -39,7 +40,7 @@ impl Refusal {
 
     pub fn http_status(&self) -> StatusCode {
         match self.kind {
-            ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorKind::Unauthenticated | ErrorKind::PeerUnauthenticated => StatusCode::UNAUTHORIZED,
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
@@ -48,6 +49,7 @@ impl Refusal {
             | ErrorKind::TargetUnreachable
             | ErrorKind::Draining
             | ErrorKind::StoreUnavailable
+            | ErrorKind::PeerUnavailable
             | ErrorKind::StreamError => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

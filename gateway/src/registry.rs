@@ -4,10 +4,13 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use postern_tunnel::proto::{Frame, GatewayMessage};
 use tokio::sync::{mpsc, oneshot};
 use tonic::{Status, Streaming};
+
+use crate::session::FrameResponse;
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Every update under these locks is a single map operation, so a poisoned
@@ -76,15 +79,29 @@ impl AgentRegistry {
     pub fn all_links(&self) -> Vec<AgentLink> {
         lock(&self.links).values().flatten().cloned().collect()
     }
+
+    /// Names of the agents with at least one link here.
+    pub fn agent_names(&self) -> Vec<String> {
+        lock(&self.links).keys().cloned().collect()
+    }
+}
+
+/// How a session's agent side arrived: straight from the agent, or spliced
+/// through the replica the agent attached to.
+pub struct Attached {
+    pub inbound: FrameResponse,
+    /// The replica that spliced the agent's stream here, if not this one.
+    pub via: Option<String>,
 }
 
 /// What the Open side hands to the Attach side, and the answer it waits for.
 pub struct PendingSession {
     pub agent: String,
-    pub link_id: u64,
+    /// The local control link the request went out on; `None` when a peer holds it.
+    pub link_id: Option<u64>,
     pub client_inbound: Streaming<Frame>,
     pub tracker: std::sync::Arc<crate::session::SessionTracker>,
-    pub attached: oneshot::Sender<Result<Streaming<Frame>, String>>,
+    pub attached: oneshot::Sender<Result<Attached, String>>,
 }
 
 #[derive(Default)]
@@ -124,7 +141,7 @@ impl PendingSessions {
             let mut sessions = lock(&self.sessions);
             let ids: Vec<String> = sessions
                 .iter()
-                .filter(|(_, p)| p.link_id == link_id)
+                .filter(|(_, p)| p.link_id == Some(link_id))
                 .map(|(id, _)| id.clone())
                 .collect();
             ids.iter().filter_map(|id| sessions.remove(id)).collect()
@@ -132,6 +149,64 @@ impl PendingSessions {
         for pending in failed {
             let _ = pending.attached.send(Err(reason.to_owned()));
         }
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.sessions).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A session request this replica passed to one of its agents for another
+/// replica (the session's ingress); kept until the agent attaches or rejects it.
+#[derive(Debug, Clone)]
+pub struct Forwarded {
+    pub ingress: String,
+    pub agent: String,
+    pub link_id: u64,
+    pub at: Instant,
+}
+
+#[derive(Default)]
+pub struct ForwardedSessions {
+    sessions: Mutex<HashMap<String, Forwarded>>,
+}
+
+impl ForwardedSessions {
+    pub fn insert(&self, session_id: String, forwarded: Forwarded) {
+        lock(&self.sessions).insert(session_id, forwarded);
+    }
+
+    /// Takes the entry if `agent` is the one the request went to.
+    pub fn take(&self, session_id: &str, agent: &str) -> Option<Forwarded> {
+        let mut sessions = lock(&self.sessions);
+        match sessions.get(session_id) {
+            Some(forwarded) if forwarded.agent == agent => sessions.remove(session_id),
+            _ => None,
+        }
+    }
+
+    /// Removes and returns the entries of a control link that went away.
+    pub fn take_link(&self, link_id: u64) -> Vec<(String, Forwarded)> {
+        let mut sessions = lock(&self.sessions);
+        let ids: Vec<String> = sessions
+            .iter()
+            .filter(|(_, f)| f.link_id == link_id)
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| sessions.remove(&id).map(|f| (id, f)))
+            .collect()
+    }
+
+    /// Forgets entries older than `max_age`: their sessions attached elsewhere
+    /// (the holder does not see that) or were abandoned.
+    pub fn expire(&self, max_age: Duration) {
+        let now = Instant::now();
+        lock(&self.sessions).retain(|_, f| now.duration_since(f.at) < max_age);
     }
 
     pub fn len(&self) -> usize {
@@ -166,5 +241,34 @@ mod tests {
         registry.unregister("a", second);
         assert_eq!(registry.link_count(), 0);
         assert!(registry.pick("missing").is_none());
+    }
+
+    #[test]
+    fn forwarded_sessions_are_taken_by_their_agent_or_link_and_expire() {
+        let forwarded = ForwardedSessions::default();
+        let entry = |agent: &str, link_id| Forwarded {
+            ingress: "gw-a".into(),
+            agent: agent.into(),
+            link_id,
+            at: Instant::now(),
+        };
+        forwarded.insert("s1".into(), entry("a", 1));
+        forwarded.insert("s2".into(), entry("a", 2));
+        forwarded.insert("s3".into(), entry("b", 2));
+        assert!(
+            forwarded.take("s1", "b").is_none(),
+            "another agent's session"
+        );
+        assert_eq!(forwarded.take("s1", "a").unwrap().link_id, 1);
+        let mut gone: Vec<String> = forwarded
+            .take_link(2)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        gone.sort();
+        assert_eq!(gone, ["s2", "s3"]);
+        forwarded.insert("s4".into(), entry("a", 3));
+        forwarded.expire(Duration::ZERO);
+        assert!(forwarded.is_empty());
     }
 }

@@ -10,7 +10,7 @@ use postern_state::{PolicyStore, SessionEnd, now_ms};
 use postern_tunnel::frame::payload_len;
 use postern_tunnel::proto::Frame;
 use postern_tunnel::proto::frame::Kind;
-use tonic::{Status, Streaming};
+use tonic::Status;
 use tracing::{Span, info, warn};
 
 use crate::metrics::{Direction, ErrorKind, Metrics};
@@ -120,11 +120,10 @@ impl Drop for SessionTracker {
 
 /// Passes a session's frames through unchanged, counting payload bytes and
 /// remembering a stream error as the session's outcome.
-pub fn counted(
-    inbound: Streaming<Frame>,
-    tracker: Arc<SessionTracker>,
-    direction: Direction,
-) -> FrameResponse {
+pub fn counted<S>(inbound: S, tracker: Arc<SessionTracker>, direction: Direction) -> FrameResponse
+where
+    S: Stream<Item = Result<Frame, Status>> + Send + 'static,
+{
     let counter = match direction {
         Direction::Up => tracker.metrics.bytes_up.clone(),
         Direction::Down => tracker.metrics.bytes_down.clone(),

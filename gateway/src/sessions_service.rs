@@ -7,14 +7,16 @@ use postern_state::{SessionRecord, UserToken, now_ms};
 use postern_tunnel::auth::{CONNECTION_HEADER, bearer_token};
 use postern_tunnel::proto::gateway_message::Kind as GatewayKind;
 use postern_tunnel::proto::sessions_server::Sessions;
-use postern_tunnel::proto::{Frame, GatewayMessage, SessionRequest};
+use postern_tunnel::proto::{Frame, GatewayMessage, PeerSessionRequest, SessionRequest};
 use tokio::sync::oneshot;
+use tonic::metadata::AsciiMetadataValue;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{Instrument, info, info_span};
+use tracing::{Instrument, debug, info, info_span};
 
 use crate::metrics::{Direction, ErrorKind};
 use crate::refusal::Refusal;
 use crate::registry::PendingSession;
+use crate::routing::holder_candidates;
 use crate::session::{FrameResponse, SessionTracker, counted};
 use crate::shared::Shared;
 
@@ -75,53 +77,77 @@ async fn open_session(
                 format!("connection {connection_name:?} does not exist (see `postern ls`)"),
             ))
         })?;
-    let link = shared.agents.pick(&connection.agent).ok_or_else(|| {
-        shared.refuse(Refusal::new(
-            ErrorKind::AgentOffline,
-            format!(
-                "agent {:?} serving connection {connection_name:?} is offline",
-                connection.agent
-            ),
-        ))
-    })?;
-
     let tracker = Arc::new(SessionTracker::new(
         session_id.clone(),
         shared.metrics.clone(),
         shared.stores.policy.clone(),
         tracing::Span::current(),
     ));
+    let timeout = shared.settings.session_open_timeout;
+    let local_link = shared.agents.pick(&connection.agent);
+    // Behind a load balancer the agent's Attach may land on any replica, which
+    // finds this one, the session's ingress, through the route store.
+    if shared.peers.is_some()
+        && let Err(e) = shared
+            .stores
+            .routes
+            .put_session(&session_id, &shared.replica_id, timeout * 2)
+            .await
+    {
+        shared.route_store_error("put_session", &e);
+        if local_link.is_none() {
+            return Err(shared.refuse(Refusal::new(
+                ErrorKind::StoreUnavailable,
+                format!(
+                    "agent {:?} is not connected to this replica and the route store is unavailable; retry shortly",
+                    connection.agent
+                ),
+            )));
+        }
+    }
     let (attached_tx, attached_rx) = oneshot::channel();
     shared.pending.insert(
         session_id.clone(),
         PendingSession {
             agent: connection.agent.clone(),
-            link_id: link.id,
+            link_id: local_link.as_ref().map(|link| link.id),
             client_inbound,
             tracker: tracker.clone(),
             attached: attached_tx,
         },
     );
-    let request = GatewayMessage {
-        kind: Some(GatewayKind::SessionRequest(SessionRequest {
-            session_id: session_id.clone(),
-            connection: connection.name.clone(),
-            kind: connection.kind.as_str().to_owned(),
-            target: connection.target.clone(),
-            user: user.user.clone(),
-        })),
+    let request = SessionRequest {
+        session_id: session_id.clone(),
+        connection: connection.name.clone(),
+        kind: connection.kind.as_str().to_owned(),
+        target: connection.target.clone(),
+        user: user.user.clone(),
+        ingress_replica: shared.replica_id.clone(),
     };
-    let timeout = shared.settings.session_open_timeout;
-    let sent = tokio::time::timeout(timeout, link.tx.send(Ok(request))).await;
-    if !matches!(sent, Ok(Ok(()))) {
+    let sent = match &local_link {
+        Some(link) => {
+            let message = GatewayMessage {
+                kind: Some(GatewayKind::SessionRequest(request)),
+            };
+            match tokio::time::timeout(timeout, link.tx.send(Ok(message))).await {
+                Ok(Ok(())) => Ok(()),
+                _ => Err(Refusal::new(
+                    ErrorKind::AgentOffline,
+                    format!("agent {:?} stopped answering", connection.agent),
+                )),
+            }
+        }
+        None => forward_request(&shared, &connection, request).await,
+    };
+    if let Err(refusal) = sent {
         shared.pending.remove(&session_id);
-        return Err(shared.refuse(Refusal::new(
-            ErrorKind::AgentOffline,
-            format!("agent {:?} stopped answering", connection.agent),
-        )));
+        forget_session(&shared, &session_id);
+        return Err(shared.refuse(refusal));
     }
-    let agent_inbound = match tokio::time::timeout(timeout, attached_rx).await {
-        Ok(Ok(Ok(inbound))) => inbound,
+    let attached = tokio::time::timeout(timeout, attached_rx).await;
+    forget_session(&shared, &session_id);
+    let attached = match attached {
+        Ok(Ok(Ok(attached))) => attached,
         Ok(Ok(Err(reason))) => {
             return Err(shared.refuse(Refusal::new(
                 ErrorKind::TargetUnreachable,
@@ -169,10 +195,107 @@ async fn open_session(
         .metrics
         .session_open_seconds
         .observe(started.elapsed().as_secs_f64());
-    info!(agent = %connection.agent, target = %connection.target, open_ms = started.elapsed().as_millis() as u64, "session open");
-    Ok(Response::new(counted(
-        agent_inbound,
-        tracker,
-        Direction::Down,
-    )))
+    let via = attached.via.unwrap_or_else(|| shared.replica_id.clone());
+    info!(agent = %connection.agent, target = %connection.target, %via, open_ms = started.elapsed().as_millis() as u64, "session open");
+    let mut response = Response::new(counted(attached.inbound, tracker, Direction::Down));
+    for (name, value) in [(INGRESS_HEADER, &shared.replica_id), (VIA_HEADER, &via)] {
+        if let Ok(value) = AsciiMetadataValue::try_from(value.as_str()) {
+            response.metadata_mut().insert(name, value);
+        }
+    }
+    Ok(response)
+}
+
+/// Response metadata: the replica the user reached, and the one the agent's
+/// stream arrived at (the same one unless the session was spliced by a peer).
+pub const INGRESS_HEADER: &str = "x-postern-ingress";
+pub const VIA_HEADER: &str = "x-postern-via";
+
+/// The session's ingress route is only needed until the agent attaches.
+fn forget_session(shared: &Arc<Shared>, session_id: &str) {
+    if shared.peers.is_none() {
+        return;
+    }
+    let shared = shared.clone();
+    let session_id = session_id.to_owned();
+    tokio::spawn(async move {
+        if let Err(e) = shared.stores.routes.remove_session(&session_id).await {
+            shared.route_store_error("remove_session", &e);
+        }
+    });
+}
+
+/// Asks the replicas holding the agent's tunnel, best first, to pass the
+/// request on; the first that accepts wins.
+async fn forward_request(
+    shared: &Arc<Shared>,
+    connection: &postern_state::Connection,
+    request: SessionRequest,
+) -> Result<(), Refusal> {
+    let agent = &connection.agent;
+    let offline = |detail: String| {
+        Refusal::new(
+            ErrorKind::AgentOffline,
+            format!(
+                "agent {agent:?} serving connection {:?} is offline{detail}",
+                connection.name
+            ),
+        )
+    };
+    let Some(peers) = &shared.peers else {
+        return Err(offline(String::new()));
+    };
+    let routes = match shared.stores.routes.agent_replicas(agent).await {
+        Ok(routes) => routes,
+        Err(e) => {
+            shared.route_store_error("agent_replicas", &e);
+            return Err(Refusal::new(
+                ErrorKind::StoreUnavailable,
+                format!(
+                    "agent {agent:?} is not connected to this replica and the route store is unavailable; retry shortly"
+                ),
+            ));
+        }
+    };
+    shared.metrics.route_lookup(!routes.is_empty());
+    let mut candidates = holder_candidates(
+        &shared.replica_id,
+        &routes,
+        &shared.cluster.snapshot(),
+        &shared.cluster.recently_failed(),
+    );
+    if candidates.is_empty() && !routes.is_empty() {
+        // A replica that started a moment ago may not be in the snapshot yet.
+        let replicas = crate::heartbeat::refresh_cluster(shared).await;
+        candidates = holder_candidates(
+            &shared.replica_id,
+            &routes,
+            &replicas,
+            &shared.cluster.recently_failed(),
+        );
+    }
+    let mut failures = Vec::new();
+    for holder in candidates {
+        let message = PeerSessionRequest {
+            agent: agent.clone(),
+            request: Some(request.clone()),
+        };
+        match peers.request_session(&holder, message).await {
+            Ok(()) => {
+                debug!(holder = %holder.id, "session request forwarded");
+                return Ok(());
+            }
+            Err(status) => {
+                if status.code() != tonic::Code::NotFound {
+                    shared.cluster.mark_failed(&holder.id);
+                }
+                failures.push(format!("{}: {}", holder.id, status.message()));
+            }
+        }
+    }
+    if failures.is_empty() {
+        Err(offline(String::new()))
+    } else {
+        Err(offline(format!(" (tried {})", failures.join("; "))))
+    }
 }

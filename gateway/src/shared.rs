@@ -13,8 +13,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataMap;
 
 use crate::metrics::{ErrorKind, Metrics};
+use crate::peer::client::PeerClient;
 use crate::refusal::Refusal;
-use crate::registry::{AgentRegistry, PendingSessions};
+use crate::registry::{AgentRegistry, ForwardedSessions, PendingSessions};
+use crate::routing::ClusterView;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -24,6 +26,13 @@ pub struct Settings {
     pub session_open_timeout: Duration,
     /// How long a draining replica lets sessions finish before it stops.
     pub drain_grace: Duration,
+    /// How often this replica refreshes its own record and re-reads the others'.
+    pub heartbeat_interval: Duration,
+    /// How long a replica's record lives without a heartbeat: a dead replica's
+    /// routes vanish after this.
+    pub replica_ttl: Duration,
+    /// How long an agent route lives without a refresh (refreshed at a third of it).
+    pub agent_route_ttl: Duration,
 }
 
 impl Default for Settings {
@@ -32,6 +41,9 @@ impl Default for Settings {
             keepalive_interval: Duration::from_secs(20),
             session_open_timeout: Duration::from_secs(10),
             drain_grace: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(1),
+            replica_ttl: Duration::from_secs(4),
+            agent_route_ttl: Duration::from_secs(30),
         }
     }
 }
@@ -49,6 +61,11 @@ pub struct Shared {
     pub stores: Stores,
     pub agents: AgentRegistry,
     pub pending: PendingSessions,
+    /// Session requests passed to local agents on behalf of other replicas.
+    pub forwarded: ForwardedSessions,
+    pub cluster: ClusterView,
+    /// Calls to other replicas; `None` when this replica runs alone.
+    pub peers: Option<PeerClient>,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
     draining: AtomicBool,
@@ -57,12 +74,20 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(replica_id: String, stores: Stores, settings: Settings) -> Self {
+    pub fn new(
+        replica_id: String,
+        stores: Stores,
+        settings: Settings,
+        peers: Option<PeerClient>,
+    ) -> Self {
         Self {
             replica_id,
             stores,
             agents: AgentRegistry::default(),
             pending: PendingSessions::default(),
+            forwarded: ForwardedSessions::default(),
+            cluster: ClusterView::default(),
+            peers,
             metrics: Arc::new(Metrics::new()),
             settings,
             draining: AtomicBool::new(false),
@@ -87,6 +112,33 @@ impl Shared {
     /// A store result as a counted refusal (fail closed when the store is unavailable).
     pub fn stored<T>(&self, result: postern_state::StoreResult<T>) -> Result<T, Refusal> {
         result.map_err(|e| self.refuse(e.into()))
+    }
+
+    /// A route store failure: counted and logged, never fatal to the caller,
+    /// which falls back to what this replica knows by itself.
+    pub fn route_store_error(&self, operation: &'static str, error: &postern_state::StoreError) {
+        self.metrics.route_store_error(operation);
+        tracing::warn!(operation, %error, "route store operation failed");
+    }
+
+    /// Authenticates a call from another replica by its peer token.
+    pub fn authenticate_peer(&self, metadata: &MetadataMap) -> Result<String, Refusal> {
+        let Some(peers) = &self.peers else {
+            return Err(self.refuse(Refusal::new(
+                ErrorKind::PeerUnauthenticated,
+                "this replica takes no peer calls (no POSTERN_PEER_SECRET)",
+            )));
+        };
+        let token = bearer_token(metadata).map_err(|e| {
+            self.refuse(Refusal::new(
+                ErrorKind::PeerUnauthenticated,
+                format!("{e} (peer token)"),
+            ))
+        })?;
+        peers
+            .key()
+            .verify(token.expose(), std::time::SystemTime::now())
+            .map_err(|e| self.refuse(Refusal::new(ErrorKind::PeerUnauthenticated, e.to_string())))
     }
 
     /// A metadata value the request cannot do without.

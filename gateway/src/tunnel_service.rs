@@ -2,20 +2,22 @@
 
 use std::sync::Arc;
 
+use futures::StreamExt;
 use postern_tunnel::auth::SESSION_HEADER;
 use postern_tunnel::frame::keepalive_body;
 use postern_tunnel::proto::agent_message::Kind as AgentKind;
 use postern_tunnel::proto::agent_tunnel_server::AgentTunnel;
+use postern_tunnel::proto::frame::Kind as FrameKind;
 use postern_tunnel::proto::gateway_message::Kind as GatewayKind;
-use postern_tunnel::proto::{AgentMessage, Frame, GatewayMessage, GatewayWelcome};
+use postern_tunnel::proto::{AgentMessage, Close, Frame, GatewayMessage, GatewayWelcome};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span};
 
-use crate::metrics::{Direction, ErrorKind};
+use crate::metrics::{Direction, ErrorKind, SplicePath};
 use crate::refusal::Refusal;
-use crate::registry::ControlSender;
+use crate::registry::{Attached, ControlSender};
 use crate::session::{FrameResponse, counted};
 use crate::shared::Shared;
 
@@ -47,10 +49,15 @@ impl AgentTunnel for TunnelService {
                 .into());
         }
         let (tx, rx) = mpsc::channel(64);
+        let mut replicas = shared.cluster.live_ids();
+        if !replicas.contains(&shared.replica_id) {
+            replicas.push(shared.replica_id.clone());
+        }
         let welcome = GatewayKind::Welcome(GatewayWelcome {
             replica_id: shared.replica_id.clone(),
             agent_name: agent.name.clone(),
             keepalive_interval_secs: shared.settings.keepalive_interval.as_secs().max(1) as u32,
+            replicas,
         });
         tx.send(gateway_message(welcome))
             .await
@@ -83,19 +90,19 @@ impl AgentTunnel for TunnelService {
         let agent = shared.authenticate_agent(request.metadata()).await?;
         let session_id = shared.required_metadata(request.metadata(), SESSION_HEADER)?;
         let Some(pending) = shared.pending.take(&session_id, &agent.name) else {
-            return Err(shared
-                .refuse(Refusal::new(
-                    ErrorKind::NotFound,
-                    format!(
-                        "no session {session_id} is waiting for agent {:?} on this replica",
-                        agent.name
-                    ),
-                ))
-                .into());
+            // Behind a load balancer the agent's stream may land on any replica.
+            let inbound =
+                splice_to_ingress(shared, &agent.name, &session_id, request.into_inner()).await?;
+            return Ok(Response::new(inbound));
         };
+        shared.metrics.splice(SplicePath::Local);
         let tracker = pending.tracker.clone();
         let client_inbound = pending.client_inbound;
-        if pending.attached.send(Ok(request.into_inner())).is_err() {
+        let attached = Attached {
+            inbound: Box::pin(request.into_inner()),
+            via: None,
+        };
+        if pending.attached.send(Ok(attached)).is_err() {
             return Err(shared
                 .refuse(Refusal::new(
                     ErrorKind::AttachTimeout,
@@ -120,14 +127,19 @@ async fn control_loop(
     tx: ControlSender,
 ) {
     let keepalive = shared.settings.keepalive_interval;
-    let route_ttl = keepalive * 3;
+    // Published at once so other replicas find the agent here; the heartbeat
+    // refreshes it from then on.
     if let Err(e) = shared
         .stores
         .routes
-        .announce_agents(std::slice::from_ref(&agent), &shared.replica_id, route_ttl)
+        .announce_agents(
+            std::slice::from_ref(&agent),
+            &shared.replica_id,
+            shared.settings.agent_route_ttl,
+        )
         .await
     {
-        warn!(error = %e, "cannot publish the agent's route");
+        shared.route_store_error("announce_agents", &e);
     }
     let mut ticker = tokio::time::interval(keepalive);
     ticker.tick().await;
@@ -140,7 +152,12 @@ async fn control_loop(
                     Ok(Ok(None)) => break "agent closed the stream".to_owned(),
                     Ok(Ok(Some(message))) => match message.kind {
                         Some(AgentKind::SessionRejected(rejected)) => {
-                            shared.pending.reject(&rejected.session_id, &agent, rejected.reason);
+                            match shared.forwarded.take(&rejected.session_id, &agent) {
+                                Some(forwarded) => crate::peer::reject_forwarded(
+                                    &shared, rejected.session_id, forwarded, rejected.reason,
+                                ),
+                                None => shared.pending.reject(&rejected.session_id, &agent, rejected.reason),
+                            }
                         }
                         Some(AgentKind::Hello(hello)) => {
                             info!(version = %hello.agent_version, hostname = %hello.hostname, "agent hello");
@@ -153,17 +170,16 @@ async fn control_loop(
                 if tx.send(gateway_message(GatewayKind::Keepalive(keepalive_body()))).await.is_err() {
                     break "control stream closed".to_owned();
                 }
-                if let Err(e) = shared.stores.routes.announce_agents(std::slice::from_ref(&agent), &shared.replica_id, route_ttl).await {
-                    warn!(error = %e, "cannot refresh the agent's route");
-                }
             }
             _ = shared.stop.cancelled() => break "replica stopping".to_owned(),
         }
     };
     shared.agents.unregister(&agent, link_id);
-    shared
-        .pending
-        .fail_link(link_id, &format!("agent disconnected ({reason})"));
+    let failure = format!("agent disconnected ({reason})");
+    shared.pending.fail_link(link_id, &failure);
+    for (session_id, forwarded) in shared.forwarded.take_link(link_id) {
+        crate::peer::reject_forwarded(&shared, session_id, forwarded, failure.clone());
+    }
     shared
         .metrics
         .agents_connected
@@ -178,4 +194,89 @@ async fn control_loop(
         debug!(error = %e, "cannot withdraw the agent's route");
     }
     info!(%reason, "agent disconnected");
+}
+
+/// The agent attached here but its user is on another replica: find that
+/// replica and splice the agent's stream to it over the peer link.
+async fn splice_to_ingress(
+    shared: &Arc<Shared>,
+    agent: &str,
+    session_id: &str,
+    agent_inbound: Streaming<Frame>,
+) -> Result<FrameResponse, Refusal> {
+    let not_waiting = || {
+        shared.refuse(Refusal::new(
+            ErrorKind::NotFound,
+            format!("no session {session_id} is waiting for agent {agent:?}"),
+        ))
+    };
+    let Some(peers) = &shared.peers else {
+        return Err(not_waiting());
+    };
+    let ingress = match shared.stores.routes.session_ingress(session_id).await {
+        Ok(Some(ingress)) if ingress != shared.replica_id => {
+            shared.metrics.route_lookup(true);
+            ingress
+        }
+        Ok(_) => {
+            shared.metrics.route_lookup(false);
+            return Err(not_waiting());
+        }
+        Err(e) => {
+            shared.route_store_error("session_ingress", &e);
+            return Err(shared.refuse(Refusal::new(
+                ErrorKind::StoreUnavailable,
+                format!(
+                    "cannot look up session {session_id}'s replica: the route store is unavailable"
+                ),
+            )));
+        }
+    };
+    let info = match shared.cluster.get(&ingress) {
+        Some(info) => info,
+        None => crate::heartbeat::refresh_cluster(shared)
+            .await
+            .get(&ingress)
+            .cloned()
+            .ok_or_else(|| {
+                shared.refuse(Refusal::new(
+                    ErrorKind::PeerUnavailable,
+                    format!("session {session_id}'s replica {ingress} is gone"),
+                ))
+            })?,
+    };
+    // A broken agent stream reaches the ingress as an error Close, so the
+    // session's record says what happened.
+    let outbound = agent_inbound.scan(false, |failed, item| {
+        let frame = match item {
+            _ if *failed => None,
+            Ok(frame) => Some(frame),
+            Err(status) => {
+                *failed = true;
+                Some(Frame {
+                    kind: Some(FrameKind::Close(Close {
+                        error: true,
+                        reason: format!("agent stream failed: {}", status.message()),
+                    })),
+                })
+            }
+        };
+        futures::future::ready(frame)
+    });
+    match peers.splice(&info, session_id, agent, outbound).await {
+        Ok(inbound) => {
+            shared.metrics.splice(SplicePath::Peer);
+            debug!(%session_id, %ingress, "agent stream spliced to the ingress");
+            Ok(Box::pin(inbound))
+        }
+        Err(status) => {
+            if status.code() != tonic::Code::NotFound {
+                shared.cluster.mark_failed(&ingress);
+            }
+            Err(shared.refuse(Refusal::new(
+                ErrorKind::PeerUnavailable,
+                format!("cannot splice to replica {ingress}: {}", status.message()),
+            )))
+        }
+    }
 }

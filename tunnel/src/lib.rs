@@ -8,6 +8,8 @@ pub mod env;
 pub mod frame;
 pub mod fuzzing;
 pub mod http2;
+pub mod peer;
+pub mod pinned;
 pub mod secret;
 pub mod signal;
 pub mod stream;

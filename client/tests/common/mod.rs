@@ -16,8 +16,10 @@ use postern_state::{Agent, Connection, ConnectionKind, PolicyStore, Role, UserTo
 use postern_tunnel::Secret;
 use postern_tunnel::auth::{TokenKind, generate_token, hash_token};
 use postern_tunnel::tls::{DevCertificates, Identity, server_config};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+
+#[allow(unused_imports)]
+pub use postern_testkit::{Prng, echo_once, echo_server, http_get, wait_for};
 
 pub const AGENT: &str = "agent-1";
 
@@ -43,6 +45,7 @@ pub fn test_settings() -> Settings {
         keepalive_interval: Duration::from_secs(2),
         session_open_timeout: Duration::from_secs(5),
         drain_grace: Duration::from_secs(5),
+        ..Settings::default()
     }
 }
 
@@ -134,6 +137,7 @@ impl Cluster {
                 tls: self.tls.then(|| server_config(identity).unwrap()),
                 replica_id: postern_gateway::new_replica_id(),
                 settings: self.settings.clone(),
+                peer: None,
             },
             stores,
         )
@@ -231,54 +235,6 @@ impl Cluster {
     }
 }
 
-/// A TCP echo server; returns its address.
-pub async fn echo_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let (mut read, mut write) = socket.split();
-                let _ = tokio::io::copy(&mut read, &mut write).await;
-                let _ = write.shutdown().await;
-            });
-        }
-    });
-    addr
-}
-
-/// A plain HTTP/1.1 GET, enough for health and metrics endpoints.
-pub async fn http_get(addr: SocketAddr, path: &str) -> String {
-    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
-    socket.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    socket.read_to_string(&mut response).await.unwrap();
-    response
-}
-
-/// Deterministic pseudo-random bytes (xorshift64*), fast enough to stream gigabytes.
-pub struct Prng(u64);
-
-impl Prng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed | 1)
-    }
-
-    pub fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            let value = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
-            chunk.copy_from_slice(&value[..chunk.len()]);
-        }
-    }
-}
-
 /// Postgres the tests run against: `POSTERN_TEST_PG_HOST`/`POSTERN_TEST_PG_PORT`
 /// (the test command sets them), else 127.0.0.1:5432. Fails loudly if absent.
 pub fn postgres() -> (String, u16) {
@@ -299,26 +255,6 @@ pub fn postgres() -> (String, u16) {
         );
     }
     (host, port)
-}
-
-/// Polls `check` until it yields a value; fails after 15 s. For conditions
-/// with no event to wait on (a record written by a background task).
-pub async fn wait_for<T, F, Fut>(mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition not reached within 15 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Passes raw bytes as gRPC messages: lets a test send what no well-behaved
@@ -411,14 +347,4 @@ pub async fn raw_outcome(
         }
     }
     Ok(close)
-}
-
-/// Sends `message` through a local port and expects it echoed back.
-pub async fn echo_once(port: SocketAddr, message: &[u8]) {
-    let mut socket = tokio::net::TcpStream::connect(port).await.unwrap();
-    socket.write_all(message).await.unwrap();
-    socket.shutdown().await.unwrap();
-    let mut reply = Vec::new();
-    socket.read_to_end(&mut reply).await.unwrap();
-    assert_eq!(reply, message);
 }

@@ -11,6 +11,8 @@ use postern_tunnel::tls::{Identity, server_config};
 
 use crate::{GatewayOptions, Settings, new_replica_id};
 
+mod cluster;
+
 pub const VARS: &[&str] = &[
     "POSTERN_LISTEN_ADDR",
     "POSTERN_INTERNAL_ADDR",
@@ -25,6 +27,15 @@ pub const VARS: &[&str] = &[
     "POSTERN_BOOTSTRAP_ADMIN_TOKEN",
     "POSTERN_LOG_FORMAT",
     "POSTERN_DATA_DIR",
+    "POSTERN_HEARTBEAT_INTERVAL_MS",
+    "POSTERN_REPLICA_TTL_MS",
+    "POSTERN_AGENT_ROUTE_TTL_MS",
+    "POSTERN_REDIS_URL",
+    "POSTERN_PEER_SECRET",
+    "POSTERN_PEER_ADDR",
+    "POSTERN_PEER_ADVERTISE_ADDR",
+    "POSTERN_PEER_TLS_DISABLED",
+    "POSTERN_PEER_CONNECTIONS",
 ];
 
 #[derive(Debug)]
@@ -34,10 +45,31 @@ pub struct GatewayConfig {
     /// Registered as an admin token at start if no token with its hash exists:
     /// how the first admin gets in without dev mode.
     pub bootstrap_admin_token: Option<Secret>,
+    /// Shared route store; `None` runs one replica on in-memory routes.
+    pub redis_url: Option<Secret>,
 }
 
 pub fn settings_from_env(env: &Env) -> Result<Settings, ConfigError> {
     let defaults = Settings::default();
+    let heartbeat_interval = env.millis(
+        "POSTERN_HEARTBEAT_INTERVAL_MS",
+        defaults.heartbeat_interval,
+        Duration::from_millis(50),
+    )?;
+    let replica_ttl = env.millis(
+        "POSTERN_REPLICA_TTL_MS",
+        defaults.replica_ttl,
+        Duration::from_millis(100),
+    )?;
+    if replica_ttl < heartbeat_interval * 2 {
+        return Err(ConfigError {
+            var: "POSTERN_REPLICA_TTL_MS".into(),
+            message: format!(
+                "must be at least twice POSTERN_HEARTBEAT_INTERVAL_MS ({} ms), or one late heartbeat makes the replica vanish",
+                heartbeat_interval.as_millis()
+            ),
+        });
+    }
     Ok(Settings {
         keepalive_interval: env.millis(
             "POSTERN_KEEPALIVE_INTERVAL_MS",
@@ -53,6 +85,13 @@ pub fn settings_from_env(env: &Env) -> Result<Settings, ConfigError> {
             "POSTERN_DRAIN_GRACE_MS",
             defaults.drain_grace,
             Duration::ZERO,
+        )?,
+        heartbeat_interval,
+        replica_ttl,
+        agent_route_ttl: env.millis(
+            "POSTERN_AGENT_ROUTE_TTL_MS",
+            defaults.agent_route_ttl,
+            Duration::from_millis(300),
         )?,
     })
 }
@@ -108,6 +147,7 @@ impl GatewayConfig {
                 message: "must be at least 32 characters (e.g. `openssl rand -hex 32`)".into(),
             });
         }
+        let redis_url = env.secret("POSTERN_REDIS_URL");
         Ok(Self {
             options: GatewayOptions {
                 listen_addr,
@@ -115,12 +155,14 @@ impl GatewayConfig {
                 tls: tls.map(|c: Arc<rustls::ServerConfig>| c),
                 replica_id: env.or("POSTERN_REPLICA_ID", new_replica_id())?,
                 settings: settings_from_env(env)?,
+                peer: cluster::peer_options(env, redis_url.as_ref())?,
             },
             sqlite_path: env.or(
                 "POSTERN_SQLITE_PATH",
                 PathBuf::from("postern-data/postern.db"),
             )?,
             bootstrap_admin_token,
+            redis_url,
         })
     }
 }

@@ -1,0 +1,214 @@
+//! Configuration of a replica that runs with others: peering, from
+//! `POSTERN_PEER_*`, switched on by `POSTERN_REDIS_URL`.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+
+use postern_tunnel::Secret;
+use postern_tunnel::env::{ConfigError, Env};
+use postern_tunnel::peer::{MIN_SECRET_LEN, PeerKey};
+
+use crate::PeerOptions;
+
+/// Peering is on whenever replicas share a route store; a secret without
+/// Redis is a mistake worth naming rather than ignoring.
+pub fn peer_options(
+    env: &Env,
+    redis_url: Option<&Secret>,
+) -> Result<Option<PeerOptions>, ConfigError> {
+    let secret = env.secret("POSTERN_PEER_SECRET");
+    let Some(redis_url) = redis_url else {
+        if secret.is_some() {
+            return Err(ConfigError {
+                var: "POSTERN_PEER_SECRET".into(),
+                message:
+                    "is set but POSTERN_REDIS_URL is not: replicas find each other through Redis"
+                        .into(),
+            });
+        }
+        return Ok(None);
+    };
+    let secret = secret.ok_or_else(|| ConfigError {
+        var: "POSTERN_PEER_SECRET".into(),
+        message: "is required with POSTERN_REDIS_URL: the same random value on every replica (e.g. `openssl rand -hex 32`)".into(),
+    })?;
+    if secret.expose().len() < MIN_SECRET_LEN {
+        return Err(ConfigError {
+            var: "POSTERN_PEER_SECRET".into(),
+            message: format!(
+                "must be at least {MIN_SECRET_LEN} characters (e.g. `openssl rand -hex 32`)"
+            ),
+        });
+    }
+    let listen_addr: SocketAddr =
+        env.or("POSTERN_PEER_ADDR", SocketAddr::from(([0, 0, 0, 0], 8444)))?;
+    let advertise_addr = match env.optional::<String>("POSTERN_PEER_ADVERTISE_ADDR")? {
+        Some(addr) => {
+            if !addr.contains(':') {
+                return Err(ConfigError {
+                    var: "POSTERN_PEER_ADVERTISE_ADDR".into(),
+                    message: format!("{addr:?} must be host:port"),
+                });
+            }
+            Some(addr)
+        }
+        None if listen_addr.ip().is_unspecified() => {
+            // The address this host uses to reach Redis is one its peers
+            // (in the same network) can reach it on.
+            let host = redis_host(redis_url.expose()).ok_or_else(|| ConfigError {
+                var: "POSTERN_REDIS_URL".into(),
+                message: "has no host:port to derive this replica's peer address from; set POSTERN_PEER_ADVERTISE_ADDR".into(),
+            })?;
+            let ip = outbound_ip(&host).ok_or_else(|| ConfigError {
+                var: "POSTERN_PEER_ADVERTISE_ADDR".into(),
+                message: format!("is required: cannot tell which local address reaches {host}"),
+            })?;
+            Some(SocketAddr::new(ip, listen_addr.port()).to_string())
+        }
+        None => None,
+    };
+    let connections_per_peer: usize = env.or("POSTERN_PEER_CONNECTIONS", 2)?;
+    if !(1..=64).contains(&connections_per_peer) {
+        return Err(ConfigError {
+            var: "POSTERN_PEER_CONNECTIONS".into(),
+            message: format!("must be between 1 and 64, not {connections_per_peer}"),
+        });
+    }
+    Ok(Some(PeerOptions {
+        listen_addr,
+        advertise_addr,
+        key: PeerKey::new(&secret),
+        tls: !env.flag("POSTERN_PEER_TLS_DISABLED", false)?,
+        connections_per_peer,
+    }))
+}
+
+/// `host:port` of the first node in a `redis://` or `rediss://` URL.
+fn redis_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?']).next()?;
+    let hosts = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let first = hosts.split(',').next()?;
+    if first.is_empty() {
+        return None;
+    }
+    Some(if first.contains(':') {
+        first.to_owned()
+    } else {
+        format!("{first}:6379")
+    })
+}
+
+/// The local address the routing table picks towards `host` (a UDP "connect"
+/// sends nothing).
+fn outbound_ip(host: &str) -> Option<IpAddr> {
+    let target = std::net::ToSocketAddrs::to_socket_addrs(host)
+        .ok()?
+        .next()?;
+    let bind: SocketAddr = if target.is_ipv4() {
+        "0.0.0.0:0".parse().ok()?
+    } else {
+        "[::]:0".parse().ok()?
+    };
+    let socket = UdpSocket::bind(bind).ok()?;
+    socket.connect(target).ok()?;
+    Some(socket.local_addr().ok()?.ip())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn peering_follows_redis_and_names_what_is_missing() {
+        type Case = (
+            &'static str,
+            Vec<(&'static str, &'static str)>,
+            Result<bool, &'static str>,
+        );
+        let cases: Vec<Case> = vec![
+            ("alone", vec![], Ok(false)),
+            (
+                "secret without redis",
+                vec![("POSTERN_PEER_SECRET", SECRET)],
+                Err("POSTERN_PEER_SECRET"),
+            ),
+            (
+                "redis without secret",
+                vec![("POSTERN_REDIS_URL", "redis://127.0.0.1:6379")],
+                Err("POSTERN_PEER_SECRET"),
+            ),
+            (
+                "short secret",
+                vec![
+                    ("POSTERN_REDIS_URL", "redis://127.0.0.1:6379"),
+                    ("POSTERN_PEER_SECRET", "short"),
+                ],
+                Err("POSTERN_PEER_SECRET"),
+            ),
+            (
+                "bad advertise",
+                vec![
+                    ("POSTERN_REDIS_URL", "redis://127.0.0.1:6379"),
+                    ("POSTERN_PEER_SECRET", SECRET),
+                    ("POSTERN_PEER_ADVERTISE_ADDR", "nohost"),
+                ],
+                Err("POSTERN_PEER_ADVERTISE_ADDR"),
+            ),
+            (
+                "too many connections",
+                vec![
+                    ("POSTERN_REDIS_URL", "redis://127.0.0.1:6379"),
+                    ("POSTERN_PEER_SECRET", SECRET),
+                    ("POSTERN_PEER_CONNECTIONS", "0"),
+                ],
+                Err("POSTERN_PEER_CONNECTIONS"),
+            ),
+            (
+                "complete",
+                vec![
+                    ("POSTERN_REDIS_URL", "redis://127.0.0.1:6379"),
+                    ("POSTERN_PEER_SECRET", SECRET),
+                ],
+                Ok(true),
+            ),
+        ];
+        for (name, pairs, expected) in cases {
+            let env = Env::from_pairs(pairs);
+            let redis = env.secret("POSTERN_REDIS_URL");
+            let got = peer_options(&env, redis.as_ref());
+            match (got, expected) {
+                (Ok(options), Ok(on)) => assert_eq!(options.is_some(), on, "{name}"),
+                (Err(e), Err(var)) => assert_eq!(e.var, var, "{name}: {e}"),
+                (got, expected) => panic!("{name}: got {got:?}, expected {expected:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_advertised_address_defaults_to_the_one_that_reaches_redis() {
+        let env = Env::from_pairs([
+            ("POSTERN_REDIS_URL", "redis://:pw@127.0.0.1:6379/0"),
+            ("POSTERN_PEER_SECRET", SECRET),
+            ("POSTERN_PEER_ADDR", "0.0.0.0:9444"),
+        ]);
+        let redis = env.secret("POSTERN_REDIS_URL");
+        let options = peer_options(&env, redis.as_ref()).unwrap().unwrap();
+        assert_eq!(options.advertise_addr.as_deref(), Some("127.0.0.1:9444"));
+        assert!(options.tls);
+    }
+
+    #[test]
+    fn redis_hosts_are_found_in_every_url_form() {
+        for (url, host) in [
+            ("redis://h:1", Some("h:1")),
+            ("rediss://user:pw@h:2/0", Some("h:2")),
+            ("redis+cluster://a:1,b:2", Some("a:1")),
+            ("redis://h", Some("h:6379")),
+            ("nonsense", None),
+        ] {
+            assert_eq!(redis_host(url).as_deref(), host, "{url}");
+        }
+    }
+}

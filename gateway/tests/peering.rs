@@ -1,0 +1,146 @@
+//! Proxy peering between replicas in one process, sharing an in-memory route
+//! store: every user reaches every agent from every replica.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use postern_state::memory::MemoryRouteStore;
+use postern_tunnel::Secret;
+use postern_tunnel::auth::set_bearer;
+use postern_tunnel::proto::peer_client::PeerClient;
+use postern_tunnel::proto::{PeerSessionRequest, SessionRequest};
+use support::{Replicas, echo_session};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_replica_reaches_every_agent_and_splices_through_peers() {
+    let replicas = Replicas::start(3, Arc::new(MemoryRouteStore::new())).await;
+    let echo = postern_testkit::echo_server().await;
+    // One agent per replica, each with a single tunnel straight to it, so
+    // that two of every three sessions must cross a peer link.
+    let mut agents = Vec::new();
+    for i in 0..3 {
+        let name = format!("agent-{i}");
+        let token = replicas.add_agent(&name).await;
+        replicas
+            .add_connection(&format!("echo-{i}"), &echo.to_string(), &name)
+            .await;
+        let agent = replicas.spawn_agent(replicas.url(i), token, 1);
+        let held = agent.wait_connected(Duration::from_secs(10)).await;
+        assert_eq!(held, Some(replicas.replica_id(i)));
+        agents.push(agent);
+    }
+    let mut checks = Vec::new();
+    for user_on in 0..3 {
+        for agent in 0..3 {
+            let channel = replicas.channel(&replicas.url(user_on));
+            let token = replicas.user_token.clone();
+            checks.push(tokio::spawn(async move {
+                let path = echo_session(
+                    channel,
+                    &token,
+                    &format!("echo-{agent}"),
+                    512 * 1024,
+                    (user_on * 3 + agent) as u64,
+                )
+                .await;
+                (user_on, agent, path)
+            }));
+        }
+    }
+    for check in checks {
+        let (user_on, agent, path) = check.await.unwrap();
+        let path = path.unwrap_or_else(|e| panic!("user on {user_on} to agent {agent}: {e}"));
+        assert_eq!(path.ingress, replicas.replica_id(user_on));
+        // The agent attaches where its tunnel is; the ingress joins it there.
+        assert_eq!(
+            path.via,
+            replicas.replica_id(agent),
+            "user on {user_on} to agent {agent}"
+        );
+    }
+    for i in 0..3 {
+        let metrics = replicas.metrics(i).await;
+        assert!(
+            metrics.contains("postern_splices_total{path=\"peer\"} 2"),
+            "replica {i} spliced its agent's sessions for the two other replicas:\n{metrics}"
+        );
+        assert!(metrics.contains("postern_splices_total{path=\"local\"} 1"));
+        assert!(metrics.contains("postern_replicas_live 3"));
+    }
+    for agent in agents {
+        agent.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn agents_spread_their_tunnels_over_replicas_behind_a_balancer() {
+    let replicas = Replicas::start(3, Arc::new(MemoryRouteStore::new())).await;
+    let echo = postern_testkit::echo_server().await;
+    let token = replicas.add_agent("spread").await;
+    replicas
+        .add_connection("echo", &echo.to_string(), "spread")
+        .await;
+    let agent = replicas.spawn_agent(replicas.balancer_url(), token, 2);
+    let held = agent
+        .wait_replicas(2, Duration::from_secs(10))
+        .await
+        .expect("two tunnels on two different replicas");
+    assert_eq!(held.len(), 2);
+    for user_on in 0..3 {
+        let path = echo_session(
+            replicas.channel(&replicas.url(user_on)),
+            &replicas.user_token,
+            "echo",
+            64 * 1024,
+            user_on as u64,
+        )
+        .await
+        .unwrap();
+        assert!(held.contains(&path.via), "{path:?} not via {held:?}");
+    }
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn peer_calls_without_a_valid_peer_token_are_refused() {
+    let replicas = Replicas::start(1, Arc::new(MemoryRouteStore::new())).await;
+    let gateway = replicas.gateway(0);
+    let peer_addr = gateway.peer_addr.unwrap().to_string();
+    let record = gateway.shared.cluster.get(&replicas.replica_id(0)).unwrap();
+    let channel =
+        postern_tunnel::http2::peer_channel(&peer_addr, Some(&record.peer_cert_sha256)).unwrap();
+    let request = || PeerSessionRequest {
+        agent: "a".into(),
+        request: Some(SessionRequest::default()),
+    };
+    let mut client = PeerClient::new(channel);
+    let status = client.request_session(request()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+
+    let forged = postern_tunnel::peer::PeerKey::new(&Secret::new(
+        "another-secret-0123456789abcdef0123456".to_owned(),
+    ))
+    .sign("gw-evil", std::time::SystemTime::now());
+    let mut call = tonic::Request::new(request());
+    set_bearer(call.metadata_mut(), &forged).unwrap();
+    let status = client.request_session(call).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    assert!(status.message().contains("signature"), "{status:?}");
+
+    // A peer port answers only to a client that pins its certificate.
+    let (_, other_pin) = postern_tunnel::pinned::ephemeral_identity().unwrap();
+    let impostor = postern_tunnel::http2::peer_channel(&peer_addr, Some(&other_pin)).unwrap();
+    let status = PeerClient::new(impostor)
+        .request_session(request())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(
+        replicas
+            .metrics(0)
+            .await
+            .contains("postern_errors_total{kind=\"peer_unauthenticated\"} 2")
+    );
+}

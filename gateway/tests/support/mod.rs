@@ -1,0 +1,276 @@
+//! Several real gateway replicas in this process, on ephemeral loopback ports,
+//! sharing a policy store (SQLite) and a route store (memory or Redis), with
+//! TLS on the public and peer ports and a round-robin TCP balancer in front.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use postern_agent::{AgentConfig, AgentHandle};
+use postern_gateway::{GatewayOptions, PeerOptions, RunningGateway, Settings, Stores};
+use postern_state::sqlite::SqliteStore;
+use postern_state::{
+    Agent, Connection, ConnectionKind, PolicyStore, Role, RouteStore, UserToken, now_ms,
+};
+use postern_testkit::balancer::Balancer;
+use postern_tunnel::auth::{CONNECTION_HEADER, TokenKind, generate_token, hash_token, set_bearer};
+use postern_tunnel::frame::MAX_MESSAGE_SIZE;
+use postern_tunnel::peer::PeerKey;
+use postern_tunnel::proto::sessions_client::SessionsClient;
+use postern_tunnel::stream::outgoing_channel;
+use postern_tunnel::tls::{DevCertificates, Identity, server_config};
+use postern_tunnel::{FrameStream, Secret};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub const PEER_SECRET: &str = "test-peer-secret-0123456789abcdef0123";
+
+pub fn cluster_settings() -> Settings {
+    Settings {
+        keepalive_interval: Duration::from_secs(2),
+        session_open_timeout: Duration::from_secs(5),
+        drain_grace: Duration::from_secs(5),
+        heartbeat_interval: Duration::from_millis(200),
+        replica_ttl: Duration::from_millis(1000),
+        agent_route_ttl: Duration::from_secs(6),
+    }
+}
+
+pub struct Replicas {
+    pub gateways: Vec<Option<RunningGateway>>,
+    pub store: Arc<SqliteStore>,
+    pub routes: Arc<dyn RouteStore>,
+    pub balancer: Balancer,
+    pub user_token: Secret,
+    pub ca_pem: Vec<u8>,
+    pub dir: tempfile::TempDir,
+    identity: (std::path::PathBuf, std::path::PathBuf),
+}
+
+impl Replicas {
+    pub async fn start(count: usize, routes: Arc<dyn RouteStore>) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_env("POSTERN_TEST_LOG"))
+            .with_test_writer()
+            .try_init();
+        let dir = tempfile::tempdir().unwrap();
+        let (certs, _) = DevCertificates::load_or_create(&dir.path().join("tls")).unwrap();
+        let store = Arc::new(
+            SqliteStore::open(&dir.path().join("postern.db"))
+                .await
+                .unwrap(),
+        );
+        let user_token = generate_token(TokenKind::User);
+        store
+            .create_user_token(&UserToken {
+                user: "alice".into(),
+                token_hash: hash_token(user_token.expose()),
+                role: Role::User,
+                created_at_ms: now_ms(),
+            })
+            .await
+            .unwrap();
+        let mut replicas = Self {
+            gateways: Vec::new(),
+            store,
+            routes,
+            balancer: Balancer::start(Vec::new()).await,
+            user_token,
+            ca_pem: std::fs::read(certs.ca_path()).unwrap(),
+            identity: (certs.cert_path(), certs.key_path()),
+            dir,
+        };
+        for _ in 0..count {
+            replicas.add_replica().await;
+        }
+        replicas
+    }
+
+    /// Starts one more replica and puts it behind the balancer; returns its index.
+    pub async fn add_replica(&mut self) -> usize {
+        let identity = Identity::from_pem_files(&self.identity.0, &self.identity.1).unwrap();
+        let stores = Stores {
+            policy: self.store.clone(),
+            audit: self.store.clone(),
+            routes: self.routes.clone(),
+        };
+        let gateway = postern_gateway::start(
+            GatewayOptions {
+                listen_addr: "127.0.0.1:0".parse().unwrap(),
+                internal_addr: "127.0.0.1:0".parse().unwrap(),
+                tls: Some(server_config(identity).unwrap()),
+                replica_id: postern_gateway::new_replica_id(),
+                settings: cluster_settings(),
+                peer: Some(PeerOptions {
+                    listen_addr: "127.0.0.1:0".parse().unwrap(),
+                    advertise_addr: None,
+                    key: PeerKey::new(&Secret::new(PEER_SECRET.to_owned())),
+                    tls: true,
+                    connections_per_peer: 2,
+                }),
+            },
+            stores,
+        )
+        .await
+        .expect("replica starts");
+        self.balancer.add_backend(gateway.public_addr);
+        self.gateways.push(Some(gateway));
+        self.gateways.len() - 1
+    }
+
+    pub fn gateway(&self, index: usize) -> &RunningGateway {
+        self.gateways[index].as_ref().expect("replica running")
+    }
+
+    pub fn replica_id(&self, index: usize) -> String {
+        self.gateway(index).shared.replica_id.clone()
+    }
+
+    /// The URL of one replica, bypassing the balancer.
+    pub fn url(&self, index: usize) -> String {
+        format!(
+            "https://localhost:{}",
+            self.gateway(index).public_addr.port()
+        )
+    }
+
+    pub fn balancer_url(&self) -> String {
+        format!("https://localhost:{}", self.balancer.addr.port())
+    }
+
+    pub async fn add_agent(&self, name: &str) -> Secret {
+        let token = generate_token(TokenKind::Agent);
+        self.store
+            .create_agent(&Agent {
+                name: name.into(),
+                token_hash: hash_token(token.expose()),
+                created_at_ms: now_ms(),
+            })
+            .await
+            .unwrap();
+        token
+    }
+
+    pub async fn add_connection(&self, name: &str, target: &str, agent: &str) {
+        self.store
+            .create_connection(&Connection {
+                name: name.into(),
+                kind: ConnectionKind::Tcp,
+                target: target.into(),
+                agent: agent.into(),
+                created_at_ms: now_ms(),
+            })
+            .await
+            .unwrap();
+    }
+
+    pub fn spawn_agent(&self, url: String, token: Secret, tunnels: usize) -> AgentHandle {
+        let mut config = AgentConfig::new(url, token);
+        config.ca_pem = Some(self.ca_pem.clone());
+        config.keepalive_interval = Duration::from_secs(2);
+        config.reconnect_base = Duration::from_millis(50);
+        config.reconnect_max = Duration::from_millis(300);
+        config.tunnels = tunnels;
+        postern_agent::spawn(config).expect("agent config")
+    }
+
+    pub fn channel(&self, url: &str) -> tonic::transport::Channel {
+        postern_tunnel::http2::lazy_channel(url, Some(&self.ca_pem)).unwrap()
+    }
+
+    pub async fn metrics(&self, index: usize) -> String {
+        postern_testkit::http_get(self.gateway(index).internal_addr, "/metrics").await
+    }
+}
+
+/// What a session through the gateway reported about its path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionPath {
+    pub ingress: String,
+    pub via: String,
+}
+
+/// Opens a session to `connection` over `channel`, sends `size` pseudo-random
+/// bytes to an echo target while reading the echo, and checks the SHA-256 of
+/// what came back. Returns the path the gateway reported.
+pub async fn echo_session(
+    channel: tonic::transport::Channel,
+    token: &Secret,
+    connection: &str,
+    size: usize,
+    seed: u64,
+) -> Result<SessionPath, String> {
+    let (outgoing, body) = outgoing_channel();
+    let mut request = tonic::Request::new(body);
+    set_bearer(request.metadata_mut(), token).unwrap();
+    request
+        .metadata_mut()
+        .insert(CONNECTION_HEADER, connection.parse().unwrap());
+    let mut client = SessionsClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE);
+    let response = client
+        .open(request)
+        .await
+        .map_err(|s| format!("open refused: {:?}: {}", s.code(), s.message()))?;
+    let header = |name: &str| {
+        response
+            .metadata()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let path = SessionPath {
+        ingress: header("x-postern-ingress"),
+        via: header("x-postern-via"),
+    };
+    let stream = FrameStream::new(response.into_inner(), outgoing, None);
+    let (mut read, mut write) = tokio::io::split(stream);
+    let writer = async move {
+        let mut prng = postern_testkit::Prng::new(seed);
+        let mut sent = Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(buf.len());
+            prng.fill(&mut buf[..n]);
+            sent.update(&buf[..n]);
+            write
+                .write_all(&buf[..n])
+                .await
+                .map_err(|e| format!("write: {e}"))?;
+            left -= n;
+        }
+        write
+            .shutdown()
+            .await
+            .map_err(|e| format!("shutdown: {e}"))?;
+        Ok::<_, String>(sent.finalize())
+    };
+    let reader = async move {
+        let mut received = Sha256::new();
+        let mut total = 0usize;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = read
+                .read(&mut buf)
+                .await
+                .map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            received.update(&buf[..n]);
+            total += n;
+        }
+        Ok::<_, String>((received.finalize(), total))
+    };
+    let (sent, (received, total)) = tokio::try_join!(writer, reader)?;
+    if total != size || sent != received {
+        return Err(format!(
+            "echo mismatch: sent {size} bytes, got {total} back, checksums differ: {}",
+            sent != received
+        ));
+    }
+    Ok(path)
+}

@@ -1,8 +1,9 @@
 //! One session on the agent: dial the target, attach a data stream, splice.
 
 use postern_tunnel::FrameStream;
-use postern_tunnel::auth::{SESSION_HEADER, set_bearer};
+use postern_tunnel::auth::{SESSION_HEADER, is_retryable, set_bearer};
 use postern_tunnel::frame::MAX_MESSAGE_SIZE;
+use postern_tunnel::http2::lazy_channel;
 use postern_tunnel::proto::agent_message::Kind as AgentKind;
 use postern_tunnel::proto::agent_tunnel_client::AgentTunnelClient;
 use postern_tunnel::proto::{AgentMessage, SessionRejected, SessionRequest};
@@ -14,6 +15,9 @@ use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 
 use crate::config::AgentConfig;
+
+/// Attach attempts on a fresh connection after the tunnel's own one failed.
+const ATTACH_RETRIES: u32 = 2;
 
 pub(crate) async fn serve(
     request: SessionRequest,
@@ -36,26 +40,44 @@ pub(crate) async fn serve(
         }
     };
 
-    let (outgoing, body) = outgoing_channel();
-    let mut attach = tonic::Request::new(body);
-    let metadata = attach.metadata_mut();
-    if let Err(e) = set_bearer(metadata, &config.token) {
-        warn!(error = %e, "cannot attach");
-        return;
-    }
     let Ok(session_id) = AsciiMetadataValue::try_from(request.session_id.as_str()) else {
         warn!("session id is not valid metadata");
         return;
     };
-    metadata.insert(SESSION_HEADER, session_id);
-    let mut client = AgentTunnelClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_SIZE)
-        .max_encoding_message_size(MAX_MESSAGE_SIZE);
-    let inbound = match client.attach(attach).await {
-        Ok(response) => response.into_inner(),
-        Err(status) => {
-            warn!(code = ?status.code(), "gateway refused the attach: {}", status.message());
+    let mut channel = channel;
+    let mut attempt = 0;
+    let (outgoing, inbound) = loop {
+        let (outgoing, body) = outgoing_channel();
+        let mut attach = tonic::Request::new(body);
+        let metadata = attach.metadata_mut();
+        if let Err(e) = set_bearer(metadata, &config.token) {
+            warn!(error = %e, "cannot attach");
             return;
+        }
+        metadata.insert(SESSION_HEADER, session_id.clone());
+        let mut client = AgentTunnelClient::new(channel.clone())
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE);
+        match client.attach(attach).await {
+            Ok(response) => break (outgoing, response.into_inner()),
+            // The tunnel's connection may be to a replica that is going away
+            // (it sent GOAWAY): attach on a new connection, which the load
+            // balancer sends elsewhere; that replica splices to the session.
+            Err(status) if is_retryable(&status) && attempt < ATTACH_RETRIES => {
+                attempt += 1;
+                debug!(attempt, error = %status.message(), "attach failed; retrying on a new connection");
+                match lazy_channel(&config.gateway_url, config.ca_pem.as_deref()) {
+                    Ok(fresh) => channel = fresh,
+                    Err(e) => {
+                        warn!(error = %e, "cannot attach");
+                        return;
+                    }
+                }
+            }
+            Err(status) => {
+                warn!(code = ?status.code(), "gateway refused the attach: {}", status.message());
+                return;
+            }
         }
     };
     debug!("attached");

@@ -351,7 +351,13 @@ async fn connect(name: String, addr: SocketAddr) -> anyhow::Result<()> {
         client_hint(&connection.kind, local)
     );
     println!("Press Ctrl-C to stop.");
-    let connector = Connector::new(channel, login.token.clone(), &name)?;
+    let url = login.gateway_url.clone();
+    let fresh_ca = ca.clone();
+    let connector = Connector::new(channel, login.token.clone(), &name)?.with_fresh_channels(
+        std::sync::Arc::new(move || {
+            postern_tunnel::http2::lazy_channel(&url, fresh_ca.as_deref()).ok()
+        }),
+    );
     tokio::select! {
         served = connector.serve(listener) => served?,
         _ = tokio::signal::ctrl_c() => {}

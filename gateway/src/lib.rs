@@ -95,10 +95,15 @@ pub struct RunningGateway {
     pub shared: Arc<Shared>,
     /// This replica's record in the route store (when peering).
     me: Option<ReplicaInfo>,
+    /// Stops the public port (GOAWAY); `stop` the internal and peer ports.
+    public_stop: CancellationToken,
     stop: CancellationToken,
     kill: CancellationToken,
     servers: Vec<JoinHandle<()>>,
 }
+
+/// How long connections get to close by themselves once a replica stops.
+const CONNECTION_DRAIN: Duration = Duration::from_secs(2);
 
 pub fn new_replica_id() -> String {
     format!("gw-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
@@ -162,6 +167,7 @@ pub async fn start(options: GatewayOptions, stores: Stores) -> Result<RunningGat
         .route_service(&format!("/{}/{{*rest}}", grpc_name(&tunnel)), tunnel)
         .route_service(&format!("/{}/{{*rest}}", grpc_name(&sessions)), sessions);
 
+    let public_stop = CancellationToken::new();
     let stop = CancellationToken::new();
     let kill = CancellationToken::new();
     let mut servers = vec![
@@ -169,7 +175,7 @@ pub async fn start(options: GatewayOptions, stores: Stores) -> Result<RunningGat
             public,
             router,
             options.tls.clone(),
-            stop.clone(),
+            public_stop.clone(),
             kill.clone(),
         )),
         tokio::spawn(server::serve(
@@ -222,6 +228,7 @@ pub async fn start(options: GatewayOptions, stores: Stores) -> Result<RunningGat
         peer_addr,
         me,
         shared,
+        public_stop,
         stop,
         kill,
         servers,
@@ -266,8 +273,9 @@ async fn bind_peer(peer: &PeerOptions, replica_id: &str) -> Result<PeerListener,
 }
 
 impl RunningGateway {
-    /// Drains: readiness turns false, agents are told to move, new sessions are
-    /// refused, and open sessions get the grace period to finish.
+    /// Drains: readiness turns false, peers stop choosing this replica, agents
+    /// are told to move, the public port stops accepting and sends GOAWAY (new
+    /// streams go elsewhere), and open sessions get the grace period to finish.
     pub async fn shutdown(self) {
         let shared = &self.shared;
         shared.set_draining();
@@ -284,10 +292,13 @@ impl RunningGateway {
             };
             let _ = link.tx.try_send(Ok(drain));
         }
+        self.public_stop.cancel();
         let deadline = Instant::now() + shared.settings.drain_grace;
         let mut poll = tokio::time::interval(Duration::from_millis(50));
         while Instant::now() < deadline
-            && (shared.metrics.sessions_open.get() > 0 || !shared.pending.is_empty())
+            && (shared.metrics.sessions_open.get() > 0
+                || !shared.pending.is_empty()
+                || !shared.forwarded.is_empty())
         {
             poll.tick().await;
         }
@@ -297,14 +308,23 @@ impl RunningGateway {
         );
         shared.stop.cancel();
         self.stop.cancel();
-        for server in self.servers {
-            let _ = server.await;
+        let mut servers = self.servers;
+        let all_closed = futures::future::join_all(servers.iter_mut());
+        if tokio::time::timeout(CONNECTION_DRAIN, all_closed)
+            .await
+            .is_err()
+        {
+            self.kill.cancel();
+            for server in servers {
+                let _ = server.await;
+            }
         }
     }
 
     /// Stops at once, dropping every connection.
     pub async fn kill(self) {
         self.kill.cancel();
+        self.public_stop.cancel();
         self.shared.stop.cancel();
         for server in self.servers {
             let _ = server.await;

@@ -60,9 +60,28 @@ impl Refusal {
     }
 }
 
+impl Refusal {
+    /// Nothing reached the target, and the cause is this replica's state
+    /// rather than the request: retrying elsewhere is safe and likely to work.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::Draining | ErrorKind::StoreUnavailable | ErrorKind::PeerUnavailable
+        )
+    }
+}
+
 impl From<Refusal> for Status {
     fn from(refusal: Refusal) -> Self {
-        Status::new(refusal.grpc_code(), refusal.message)
+        let retry = refusal.is_retryable();
+        let mut status = Status::new(refusal.grpc_code(), refusal.message);
+        if retry {
+            status.metadata_mut().insert(
+                postern_tunnel::auth::RETRY_HEADER,
+                tonic::metadata::AsciiMetadataValue::from_static("true"),
+            );
+        }
+        status
     }
 }
 

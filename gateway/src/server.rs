@@ -20,8 +20,6 @@ use tracing::{debug, warn};
 
 /// How long a client may take to finish the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long open connections get to finish once the accept loop stops.
-const CONNECTION_DRAIN: Duration = Duration::from_secs(5);
 
 fn builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -43,8 +41,10 @@ fn builder() -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// Serves `router` on `listener` until `stop` is cancelled, then lets open
-/// connections finish for a moment; `kill` drops every connection at once.
+/// Serves `router` on `listener` until `stop` is cancelled; then stops
+/// accepting and sends every connection an HTTP/2 GOAWAY, so clients open new
+/// streams elsewhere while the streams in flight carry on, until they end or
+/// `kill` drops every connection at once.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -97,10 +97,8 @@ pub async fn serve(
     drop(listener);
     tokio::select! {
         _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(CONNECTION_DRAIN) => {}
         _ = kill.cancelled() => {}
     }
-    kill.cancel();
 }
 
 async fn connection<I>(

@@ -10,6 +10,18 @@ use crate::Secret;
 pub const CONNECTION_HEADER: &str = "x-postern-connection";
 /// gRPC metadata naming the session an agent attaches to (`AgentTunnel.Attach`).
 pub const SESSION_HEADER: &str = "x-postern-session-id";
+/// Set on a refusal that is safe and likely to succeed when retried (the
+/// replica is draining, a peer or the route store hiccupped): nothing reached
+/// the target, so clients retry, on a fresh connection, before giving up.
+pub const RETRY_HEADER: &str = "x-postern-retry";
+
+/// Whether a failed call is worth retrying on a fresh connection: the server
+/// said so, or the request never got an answer (the connection failed).
+pub fn is_retryable(status: &tonic::Status) -> bool {
+    status.metadata().contains_key(RETRY_HEADER)
+        || (status.code() == tonic::Code::Unavailable
+            && std::error::Error::source(status).is_some())
+}
 
 /// What kind of principal a token belongs to; part of the token's visible prefix
 /// so a token pasted in the wrong place is recognised at once.

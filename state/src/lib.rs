@@ -22,8 +22,10 @@ pub enum StoreError {
     AlreadyExists { kind: &'static str, name: String },
     #[error("invalid {field}: {reason}")]
     Invalid { field: &'static str, reason: String },
+    /// The backend cannot be reached right now (down, timed out, failing over);
+    /// the same call may succeed later. The cause is kept as the error source.
     #[error("the store is unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("store query failed: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }

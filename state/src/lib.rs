@@ -2,12 +2,14 @@
 //! [`RouteStore`] (who holds which agent and session), [`PolicyStore`]
 //! (connections, agents, tokens, session records) and [`AuditSink`].
 //!
-//! Adapters here: [`memory::MemoryRouteStore`] (the single-replica default) and
-//! [`sqlite::SqliteStore`] (embedded policy store and audit sink).
+//! Adapters here: [`memory::MemoryRouteStore`] (the single-replica default),
+//! [`redis::RedisRouteStore`] (routes shared by replicas, on Redis or Redis
+//! Cluster) and [`sqlite::SqliteStore`] (embedded policy store and audit sink).
 #![forbid(unsafe_code)]
 
 pub mod memory;
 pub mod model;
+pub mod redis;
 pub mod sqlite;
 
 use std::time::Duration;

@@ -1,0 +1,331 @@
+//! Redis route store: routing state shared by gateway replicas, on one Redis
+//! server or on a Redis Cluster. Needs Redis 7.0 or later (sharded pub/sub).
+//!
+//! # URLs
+//!
+//! | form | meaning |
+//! | --- | --- |
+//! | `redis://[[user]:password@]host[:port][/db]` | one server (port 6379, db 0 by default) |
+//! | `rediss://…` | the same over TLS |
+//! | `redis+cluster://[[user]:password@]host1[:port1],host2[:port2],…` | Redis Cluster, given one or more seed nodes; database 0 only |
+//! | `rediss+cluster://…` | Redis Cluster over TLS |
+//!
+//! Special characters in the user name or password must be percent-encoded.
+//! TLS (rustls) verifies servers against the system's trust store. Query
+//! strings and fragments are rejected rather than silently ignored.
+//!
+//! # Keys
+//!
+//! Every key is prefixed `postern:`. Keys used together carry the same hash tag
+//! (`{...}`), so every command stays within one cluster slot:
+//!
+//! - `postern:{replicas}:replica:<id>`: a replica's [`ReplicaInfo`] as JSON, with
+//!   a native Redis TTL (no clock skew between replicas), and
+//!   `postern:{replicas}:ids`, the set of replica ids; [`RouteStore::replicas`]
+//!   reads the set, fetches the records with one MGET and prunes ids whose
+//!   record expired.
+//! - `postern:agent:{<agent>}`: sorted set of replica id -> expiry in Redis
+//!   server time (unix ms), itself expiring after its longest-lived route.
+//! - `postern:session:{<session>}`: the ingress replica, with a native TTL.
+//! - inbox channel `postern:inbox:{<replica>}`: sharded pub/sub (see [`inbox`]).
+//!
+//! # Outages
+//!
+//! A single server is used through a reconnecting [`ConnectionManager`], a
+//! cluster through the cluster client, which reconnects to its nodes itself.
+//! Every call is bounded by [`RedisConfig::operation_timeout`] (2 s by
+//! default): while Redis is down calls fail quickly with
+//! [`StoreError::Unavailable`], and once it is back the same store works again.
+//! Inbox streams end when their connection is lost; the caller subscribes again.
+
+mod config;
+mod inbox;
+mod keys;
+mod scripts;
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, ServerErrorKind};
+
+pub use config::{RedisConfig, RedisUrlError};
+
+use crate::{Inbox, ReplicaInfo, RouteStore, StoreError, StoreResult};
+use inbox::{InboxNodes, InboxTimeouts};
+
+/// How many per-agent commands a cluster batch keeps in flight: enough to fill
+/// the pipes to every node without queueing thousands of futures at once.
+const CLUSTER_BATCH_CONCURRENCY: usize = 64;
+
+/// [`RouteStore`] on Redis or Redis Cluster; see the [module documentation](self).
+pub struct RedisRouteStore {
+    commands: Commands,
+    inbox_nodes: InboxNodes,
+    inbox_timeouts: InboxTimeouts,
+    operation_timeout: Duration,
+}
+
+#[derive(Clone)]
+enum Commands {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+/// Why [`RedisRouteStore::connect_url`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisConnectError {
+    #[error(transparent)]
+    Url(#[from] RedisUrlError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("Redis did not answer within {0:?}")]
+struct NoAnswer(Duration);
+
+impl RedisRouteStore {
+    /// Parses `url` (forms in the [module documentation](self)) and connects.
+    pub async fn connect_url(url: &str) -> Result<Self, RedisConnectError> {
+        Ok(Self::connect(RedisConfig::from_url(url)?).await?)
+    }
+
+    /// Connects to Redis; fails with [`StoreError::Unavailable`] if it cannot be
+    /// reached within the operation timeout.
+    pub async fn connect(config: RedisConfig) -> StoreResult<Self> {
+        let operation_timeout = config.operation_timeout;
+        bounded(operation_timeout, Self::open(config)).await
+    }
+
+    async fn open(config: RedisConfig) -> Result<Self, RedisError> {
+        let inbox_timeouts = InboxTimeouts {
+            connect: config.connect_timeout,
+            response: config.response_timeout,
+            keepalive: config.inbox_keepalive,
+        };
+        let (commands, inbox_nodes) = if config.cluster {
+            let connection = ClusterClientBuilder::new(config.nodes.clone())
+                .connection_timeout(config.connect_timeout)
+                .response_timeout(config.response_timeout)
+                .overall_response_timeout(Some(config.operation_timeout))
+                .retries(3)
+                .min_retry_wait(50)
+                .max_retry_wait(500)
+                .build()?
+                .get_async_connection()
+                .await?;
+            let inbox_nodes = InboxNodes::Cluster {
+                seed: config.nodes[0].clone(),
+                commands: connection.clone(),
+            };
+            (Commands::Cluster(connection), inbox_nodes)
+        } else {
+            let node = config.nodes[0].clone();
+            // One quick retry per reconnection: while Redis is down, calls
+            // should fail fast rather than queue behind a long backoff.
+            let manager_config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(config.connect_timeout))
+                .set_response_timeout(Some(config.response_timeout))
+                .set_number_of_retries(1)
+                .set_min_delay(Duration::from_millis(50))
+                .set_max_delay(Duration::from_millis(500));
+            let manager = redis::Client::open(node.clone())?
+                .get_connection_manager_with_config(manager_config)
+                .await?;
+            (Commands::Single(manager), InboxNodes::Single(node))
+        };
+        Ok(Self {
+            commands,
+            inbox_nodes,
+            inbox_timeouts,
+            operation_timeout: config.operation_timeout,
+        })
+    }
+
+    async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> StoreResult<T> {
+        bounded(self.operation_timeout, async {
+            match self.commands.clone() {
+                Commands::Single(mut connection) => cmd.query_async(&mut connection).await,
+                Commands::Cluster(mut connection) => cmd.query_async(&mut connection).await,
+            }
+        })
+        .await
+    }
+
+    /// Runs independent commands: one pipeline (one round trip) on a single
+    /// server; concurrently on a cluster, where their keys are in many slots.
+    async fn run_all(&self, commands: Vec<Cmd>) -> StoreResult<()> {
+        if commands.is_empty() {
+            return Ok(());
+        }
+        match self.commands.clone() {
+            Commands::Single(mut connection) => {
+                let mut pipeline = redis::pipe();
+                for cmd in commands {
+                    pipeline.add_command(cmd).ignore();
+                }
+                bounded(
+                    self.operation_timeout,
+                    pipeline.query_async::<()>(&mut connection),
+                )
+                .await
+            }
+            Commands::Cluster(_) => {
+                futures::stream::iter(commands)
+                    .map(|cmd| async move { self.query::<()>(&cmd).await })
+                    .buffer_unordered(CLUSTER_BATCH_CONCURRENCY)
+                    .try_collect()
+                    .await
+            }
+        }
+    }
+}
+
+async fn bounded<T>(
+    limit: Duration,
+    call: impl Future<Output = Result<T, RedisError>>,
+) -> StoreResult<T> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(result) => result.map_err(store_error),
+        Err(_) => Err(StoreError::Unavailable(Box::new(NoAnswer(limit)))),
+    }
+}
+
+/// Failures that should pass once Redis is reachable (or done failing over)
+/// again are `Unavailable`; anything else is a `Backend` error.
+fn store_error(err: RedisError) -> StoreError {
+    let transient = err.is_io_error()
+        || err.is_timeout()
+        || err.is_connection_dropped()
+        || err.is_connection_refusal()
+        || matches!(
+            err.kind(),
+            ErrorKind::ClusterConnectionNotFound
+                | ErrorKind::Server(
+                    ServerErrorKind::TryAgain
+                        | ServerErrorKind::ClusterDown
+                        | ServerErrorKind::MasterDown
+                        | ServerErrorKind::BusyLoading
+                        | ServerErrorKind::Moved
+                        | ServerErrorKind::Ask
+                        | ServerErrorKind::ReadOnly
+                )
+        );
+    if transient {
+        StoreError::Unavailable(Box::new(err))
+    } else {
+        StoreError::Backend(Box::new(err))
+    }
+}
+
+#[async_trait]
+impl RouteStore for RedisRouteStore {
+    async fn announce_replica(&self, replica: &ReplicaInfo, ttl: Duration) -> StoreResult<()> {
+        let record = serde_json::to_string(replica).map_err(|e| StoreError::Backend(e.into()))?;
+        self.query(&scripts::announce_replica(&replica.id, &record, ttl))
+            .await
+    }
+
+    async fn withdraw_replica(&self, replica_id: &str) -> StoreResult<()> {
+        self.query(&scripts::withdraw_replica(replica_id)).await
+    }
+
+    async fn replicas(&self) -> StoreResult<Vec<ReplicaInfo>> {
+        let ids: Vec<String> = self
+            .query(redis::cmd("SMEMBERS").arg(keys::REPLICA_INDEX))
+            .await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let records: Vec<String> = ids.iter().map(|id| keys::replica(id)).collect();
+        let records: Vec<Option<String>> = self.query(redis::cmd("MGET").arg(&records)).await?;
+        let mut live = Vec::with_capacity(ids.len());
+        let mut expired = Vec::new();
+        for (id, record) in ids.iter().zip(records) {
+            match record.map(|json| serde_json::from_str::<ReplicaInfo>(&json)) {
+                Some(Ok(info)) => live.push(info),
+                // Left for its TTL to remove: pruning only drops ids without a record.
+                Some(Err(err)) => tracing::warn!(replica = %id, %err, "unreadable replica record"),
+                None => expired.push(id.as_str()),
+            }
+        }
+        if !expired.is_empty()
+            && let Err(err) = self.query::<()>(&scripts::prune_replicas(&expired)).await
+        {
+            // The index only grows stale; the next read prunes it.
+            tracing::debug!(%err, "could not prune expired replica ids");
+        }
+        Ok(live)
+    }
+
+    async fn announce_agents(
+        &self,
+        agents: &[String],
+        replica: &str,
+        ttl: Duration,
+    ) -> StoreResult<()> {
+        let commands = agents
+            .iter()
+            .map(|agent| scripts::announce_agent(agent, replica, ttl))
+            .collect();
+        self.run_all(commands).await
+    }
+
+    async fn withdraw_agent(&self, agent: &str, replica: &str) -> StoreResult<()> {
+        self.query(redis::cmd("ZREM").arg(keys::agent(agent)).arg(replica))
+            .await
+    }
+
+    async fn agent_replicas(&self, agent: &str) -> StoreResult<Vec<String>> {
+        self.query(&scripts::agent_replicas(agent)).await
+    }
+
+    async fn put_session(&self, session_id: &str, ingress: &str, ttl: Duration) -> StoreResult<()> {
+        self.query(
+            redis::cmd("SET")
+                .arg(keys::session(session_id))
+                .arg(ingress)
+                .arg("PX")
+                .arg(scripts::ttl_ms(ttl)),
+        )
+        .await
+    }
+
+    async fn session_ingress(&self, session_id: &str) -> StoreResult<Option<String>> {
+        self.query(redis::cmd("GET").arg(keys::session(session_id)))
+            .await
+    }
+
+    async fn remove_session(&self, session_id: &str) -> StoreResult<()> {
+        self.query(redis::cmd("DEL").arg(keys::session(session_id)))
+            .await
+    }
+
+    async fn publish(&self, replica: &str, message: Bytes) -> StoreResult<()> {
+        self.query(
+            redis::cmd("SPUBLISH")
+                .arg(keys::inbox(replica))
+                .arg(message.as_ref()),
+        )
+        .await
+    }
+
+    async fn subscribe(&self, replica: &str) -> StoreResult<Inbox> {
+        let subscribe = inbox::subscribe(&self.inbox_nodes, self.inbox_timeouts, replica);
+        match tokio::time::timeout(self.operation_timeout, subscribe).await {
+            Ok(Ok(inbox)) => Ok(inbox),
+            Ok(Err(inbox::SubscribeError::Redis(err))) => Err(store_error(err)),
+            // The slot map is changing: try again shortly.
+            Ok(Err(err)) => Err(StoreError::Unavailable(Box::new(err))),
+            Err(_) => Err(StoreError::Unavailable(Box::new(NoAnswer(
+                self.operation_timeout,
+            )))),
+        }
+    }
+}

@@ -5,12 +5,17 @@
 //! Adapters here: [`memory::MemoryRouteStore`] (the single-replica default),
 //! [`redis::RedisRouteStore`] (routes shared by replicas, on Redis or Redis
 //! Cluster) and [`sqlite::SqliteStore`] (embedded policy store and audit sink).
+//!
+//! With the `test-support` feature, the `testing` module starts throwaway Redis
+//! servers and clusters for tests.
 #![forbid(unsafe_code)]
 
 pub mod memory;
 pub mod model;
 pub mod redis;
 pub mod sqlite;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 
 use std::time::Duration;
 

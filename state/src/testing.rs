@@ -109,6 +109,27 @@ impl RedisServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open but nothing
+    /// answers, like a hung server or a network black hole.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Undoes [`freeze`](Self::freeze) (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let process = self.process.as_ref().expect("redis-server is not running");
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(process.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} redis-server failed");
+    }
+
     /// Starts the server again on the same port, after a [`stop`](Self::stop)
     /// (stopping it first if needed). Data is gone; a cluster node keeps its
     /// identity and slots from its config file.
@@ -165,7 +186,9 @@ impl RedisServer {
                 .args(["--cluster-enabled", "yes", "--cluster-port"])
                 .arg(bus_port.to_string())
                 .args(["--cluster-config-file", "nodes.conf"])
-                .args(["--cluster-node-timeout", "5000"]);
+                .args(["--cluster-node-timeout", "5000"])
+                // A stopped node takes only its own slots down, as in a partial outage.
+                .args(["--cluster-require-full-coverage", "no"]);
         }
         let stderr = output
             .try_clone()
@@ -318,6 +341,14 @@ impl RedisCluster {
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
         format!("redis+cluster://{}", nodes.join(","))
+    }
+
+    /// The index in [`nodes`](Self::nodes) of the node that was given `slot`
+    /// (the slots are split evenly, in node order).
+    pub fn node_of_slot(&self, slot: u16) -> usize {
+        (0..self.nodes.len())
+            .find(|&i| usize::from(slot) < (i + 1) * 16384 / self.nodes.len())
+            .expect("slots are below 16384")
     }
 
     pub fn nodes(&self) -> &[RedisServer] {

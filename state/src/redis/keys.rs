@@ -75,6 +75,22 @@ mod tests {
     }
 
     #[test]
+    fn slots_agree_with_redis_cluster() {
+        let cluster = crate::testing::RedisCluster::start(1);
+        let node = &cluster.nodes()[0];
+        for key in [
+            inbox("r1"),
+            inbox("{}"),
+            inbox(""),
+            agent("a}b"),
+            replica("x"),
+        ] {
+            let expected: u16 = node.command(&["CLUSTER", "KEYSLOT", &key]).unwrap();
+            assert_eq!(slot(&key), expected, "slot of {key:?}");
+        }
+    }
+
+    #[test]
     fn related_keys_share_a_slot() {
         assert_eq!(slot(REPLICA_INDEX), slot(&replica("r1")));
         assert_eq!(slot(&replica("r1")), slot(&replica("r2{x}")));

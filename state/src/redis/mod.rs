@@ -27,7 +27,16 @@
 //! - `postern:agent:{<agent>}`: sorted set of replica id -> expiry in Redis
 //!   server time (unix ms), itself expiring after its longest-lived route.
 //! - `postern:session:{<session>}`: the ingress replica, with a native TTL.
-//! - inbox channel `postern:inbox:{<replica>}`: sharded pub/sub (see [`inbox`]).
+//! - inbox channel `postern:inbox:{<replica>}`: sharded pub/sub, below.
+//!
+//! # Inboxes
+//!
+//! [`RouteStore::publish`] is an SPUBLISH. [`RouteStore::subscribe`] opens a
+//! RESP3 connection of its own to the node owning the channel's slot (found
+//! with CLUSTER SLOTS in a cluster) and returns once SSUBSCRIBE is confirmed.
+//! The inbox ends when that connection is lost, when Redis drops the
+//! subscription (the slot moved) or when a keepalive PING every
+//! [`RedisConfig::inbox_keepalive`] goes unanswered; dropping it unsubscribes.
 //!
 //! # Outages
 //!
@@ -62,6 +71,10 @@ use inbox::{InboxNodes, InboxTimeouts};
 /// How many per-agent commands a cluster batch keeps in flight: enough to fill
 /// the pipes to every node without queueing thousands of futures at once.
 const CLUSTER_BATCH_CONCURRENCY: usize = 64;
+
+/// Commands per pipeline on a single server: one round trip for a usual batch,
+/// while a huge one is split so that no reply outlasts the response timeout.
+const PIPELINE_CHUNK: usize = 1000;
 
 /// [`RouteStore`] on Redis or Redis Cluster; see the [module documentation](self).
 pub struct RedisRouteStore {
@@ -166,15 +179,18 @@ impl RedisRouteStore {
         }
         match self.commands.clone() {
             Commands::Single(mut connection) => {
-                let mut pipeline = redis::pipe();
-                for cmd in commands {
-                    pipeline.add_command(cmd).ignore();
+                for chunk in commands.chunks(PIPELINE_CHUNK) {
+                    let mut pipeline = redis::pipe();
+                    for cmd in chunk {
+                        pipeline.add_command(cmd.clone()).ignore();
+                    }
+                    bounded(
+                        self.operation_timeout,
+                        pipeline.query_async::<()>(&mut connection),
+                    )
+                    .await?;
                 }
-                bounded(
-                    self.operation_timeout,
-                    pipeline.query_async::<()>(&mut connection),
-                )
-                .await
+                Ok(())
             }
             Commands::Cluster(_) => {
                 futures::stream::iter(commands)

@@ -303,3 +303,31 @@ async fn connecting_to_nothing_is_unavailable() {
         .unwrap();
     assert!(err.to_string().contains("redis+cluster://"), "{err}");
 }
+
+/// TLS is wired up (rustls has a crypto provider): a failed TLS handshake is
+/// an error, quickly, not a panic.
+#[tokio::test]
+async fn rediss_handshake_failure_is_an_error() {
+    // Accepts connections and hangs up at once, before any TLS is spoken.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((connection, _)) = listener.accept().await {
+            drop(connection);
+        }
+    });
+    let started = Instant::now();
+    let err = RedisRouteStore::connect_url(&format!("rediss://127.0.0.1:{port}"))
+        .await
+        .err()
+        .expect("the handshake cannot succeed");
+    assert!(
+        matches!(err, postern_state::redis::RedisConnectError::Store(_)),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "took {:?}: {err}",
+        started.elapsed()
+    );
+}

@@ -44,8 +44,11 @@
 //! cluster through the cluster client, which reconnects to its nodes itself.
 //! Every call is bounded by [`RedisConfig::operation_timeout`] (2 s by
 //! default): while Redis is down calls fail quickly with
-//! [`StoreError::Unavailable`], and once it is back the same store works again.
-//! Inbox streams end when their connection is lost; the caller subscribes again.
+//! [`StoreError::Unavailable`], and once it is back the same store works again,
+//! from the very next call: a call that meets a refused or lost connection is
+//! sent once more on a fresh one (a publish only if it surely never left, to
+//! keep delivery at most once). Inbox streams end when their connection is
+//! lost; the caller subscribes again.
 
 mod config;
 mod inbox;
@@ -61,7 +64,7 @@ use futures::{StreamExt, TryStreamExt};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, ServerErrorKind};
+use redis::{Cmd, ErrorKind, FromRedisValue, ProtocolVersion, RedisError, ServerErrorKind};
 
 pub use config::{RedisConfig, RedisUrlError};
 
@@ -148,7 +151,13 @@ impl RedisRouteStore {
                 .set_number_of_retries(1)
                 .set_min_delay(Duration::from_millis(50))
                 .set_max_delay(Duration::from_millis(500));
-            let manager = redis::Client::open(node.clone())?
+            // Over RESP3 the manager hears of a lost connection as it happens
+            // and reconnects at once, instead of on the next call's failure.
+            let settings = node
+                .redis_settings()
+                .clone()
+                .set_protocol(ProtocolVersion::RESP3);
+            let manager = redis::Client::open(node.clone().set_redis_settings(settings))?
                 .get_connection_manager_with_config(manager_config)
                 .await?;
             (Commands::Single(manager), InboxNodes::Single(node))
@@ -161,18 +170,44 @@ impl RedisRouteStore {
         })
     }
 
+    /// Runs an idempotent command: see [`Self::query_once_sent`] for others.
     async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> StoreResult<T> {
+        self.query_with_retry(cmd, Resend::IfConnectionLost).await
+    }
+
+    /// Runs a command that must not run twice (SPUBLISH: at most once).
+    async fn query_once_sent<T: FromRedisValue>(&self, cmd: &Cmd) -> StoreResult<T> {
+        self.query_with_retry(cmd, Resend::IfNeverSent).await
+    }
+
+    /// After an outage the connection (or the failed attempt to make one) is
+    /// stale: the first call fails and starts a reconnection. One immediate
+    /// retry, within the same time bound, makes that first call succeed when
+    /// Redis is back, instead of returning a spurious `Unavailable`.
+    async fn query_with_retry<T: FromRedisValue>(
+        &self,
+        cmd: &Cmd,
+        resend: Resend,
+    ) -> StoreResult<T> {
         bounded(self.operation_timeout, async {
-            match self.commands.clone() {
-                Commands::Single(mut connection) => cmd.query_async(&mut connection).await,
-                Commands::Cluster(mut connection) => cmd.query_async(&mut connection).await,
+            match self.query_once(cmd).await {
+                Err(err) if resend.allows(&err) => self.query_once(cmd).await,
+                result => result,
             }
         })
         .await
     }
 
-    /// Runs independent commands: one pipeline (one round trip) on a single
-    /// server; concurrently on a cluster, where their keys are in many slots.
+    async fn query_once<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, RedisError> {
+        match self.commands.clone() {
+            Commands::Single(mut connection) => cmd.query_async(&mut connection).await,
+            Commands::Cluster(mut connection) => cmd.query_async(&mut connection).await,
+        }
+    }
+
+    /// Runs independent idempotent commands: one pipeline (one round trip) on
+    /// a single server; concurrently on a cluster, where their keys are in
+    /// many slots.
     async fn run_all(&self, commands: Vec<Cmd>) -> StoreResult<()> {
         if commands.is_empty() {
             return Ok(());
@@ -184,10 +219,14 @@ impl RedisRouteStore {
                     for cmd in chunk {
                         pipeline.add_command(cmd.clone()).ignore();
                     }
-                    bounded(
-                        self.operation_timeout,
-                        pipeline.query_async::<()>(&mut connection),
-                    )
+                    bounded(self.operation_timeout, async {
+                        match pipeline.query_async::<()>(&mut connection).await {
+                            Err(err) if Resend::IfConnectionLost.allows(&err) => {
+                                pipeline.query_async(&mut connection).await
+                            }
+                            result => result,
+                        }
+                    })
                     .await?;
                 }
                 Ok(())
@@ -199,6 +238,25 @@ impl RedisRouteStore {
                     .try_collect()
                     .await
             }
+        }
+    }
+}
+
+/// When a failed command may be sent again.
+#[derive(Clone, Copy)]
+enum Resend {
+    /// The connection was refused: the command never reached Redis.
+    IfNeverSent,
+    /// Also when the connection broke, though Redis may have run the command:
+    /// only for commands that can safely run twice.
+    IfConnectionLost,
+}
+
+impl Resend {
+    fn allows(self, err: &RedisError) -> bool {
+        match self {
+            Self::IfNeverSent => err.is_connection_refusal(),
+            Self::IfConnectionLost => err.is_connection_refusal() || err.is_connection_dropped(),
         }
     }
 }
@@ -324,7 +382,7 @@ impl RouteStore for RedisRouteStore {
     }
 
     async fn publish(&self, replica: &str, message: Bytes) -> StoreResult<()> {
-        self.query(
+        self.query_once_sent(
             redis::cmd("SPUBLISH")
                 .arg(keys::inbox(replica))
                 .arg(message.as_ref()),

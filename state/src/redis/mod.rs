@@ -40,8 +40,9 @@
 //!
 //! # Outages
 //!
-//! A single server is used through a reconnecting [`ConnectionManager`], a
-//! cluster through the cluster client, which reconnects to its nodes itself.
+//! A single server is used through a reconnecting
+//! [`ConnectionManager`](redis::aio::ConnectionManager), a cluster through the
+//! cluster client, which reconnects to its nodes itself.
 //! Every call is bounded by [`RedisConfig::operation_timeout`] (2 s by
 //! default): while Redis is down calls fail quickly with
 //! [`StoreError::Unavailable`], and once it is back the same store works again,
@@ -50,34 +51,25 @@
 //! keep delivery at most once). Inbox streams end when their connection is
 //! lost; the caller subscribes again.
 
+mod commands;
 mod config;
 mod inbox;
 mod keys;
 mod scripts;
 
-use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManagerConfig;
 use redis::cluster::ClusterClientBuilder;
-use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, ErrorKind, FromRedisValue, ProtocolVersion, RedisError, ServerErrorKind};
+use redis::{ProtocolVersion, RedisError};
 
 pub use config::{RedisConfig, RedisUrlError};
 
 use crate::{Inbox, ReplicaInfo, RouteStore, StoreError, StoreResult};
+use commands::{Commands, NoAnswer, bounded, store_error};
 use inbox::{InboxNodes, InboxTimeouts};
-
-/// How many per-agent commands a cluster batch keeps in flight: enough to fill
-/// the pipes to every node without queueing thousands of futures at once.
-const CLUSTER_BATCH_CONCURRENCY: usize = 64;
-
-/// Commands per pipeline on a single server: one round trip for a usual batch,
-/// while a huge one is split so that no reply outlasts the response timeout.
-const PIPELINE_CHUNK: usize = 1000;
 
 /// [`RouteStore`] on Redis or Redis Cluster; see the [module documentation](self).
 pub struct RedisRouteStore {
@@ -85,12 +77,6 @@ pub struct RedisRouteStore {
     inbox_nodes: InboxNodes,
     inbox_timeouts: InboxTimeouts,
     operation_timeout: Duration,
-}
-
-#[derive(Clone)]
-enum Commands {
-    Single(ConnectionManager),
-    Cluster(ClusterConnection),
 }
 
 /// Why [`RedisRouteStore::connect_url`] failed.
@@ -101,10 +87,6 @@ pub enum RedisConnectError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
-
-#[derive(Debug, thiserror::Error)]
-#[error("Redis did not answer within {0:?}")]
-struct NoAnswer(Duration);
 
 impl RedisRouteStore {
     /// Parses `url` (forms in the [module documentation](self)) and connects.
@@ -140,7 +122,10 @@ impl RedisRouteStore {
                 seed: config.nodes[0].clone(),
                 commands: connection.clone(),
             };
-            (Commands::Cluster(connection), inbox_nodes)
+            (
+                Commands::cluster(connection, config.operation_timeout),
+                inbox_nodes,
+            )
         } else {
             let node = config.nodes[0].clone();
             // One quick retry per reconnection: while Redis is down, calls
@@ -160,7 +145,10 @@ impl RedisRouteStore {
             let manager = redis::Client::open(node.clone().set_redis_settings(settings))?
                 .get_connection_manager_with_config(manager_config)
                 .await?;
-            (Commands::Single(manager), InboxNodes::Single(node))
+            (
+                Commands::single(manager, config.operation_timeout),
+                InboxNodes::Single(node),
+            )
         };
         Ok(Self {
             commands,
@@ -169,156 +157,36 @@ impl RedisRouteStore {
             operation_timeout: config.operation_timeout,
         })
     }
-
-    /// Runs an idempotent command: see [`Self::query_once_sent`] for others.
-    async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> StoreResult<T> {
-        self.query_with_retry(cmd, Resend::IfConnectionLost).await
-    }
-
-    /// Runs a command that must not run twice (SPUBLISH: at most once).
-    async fn query_once_sent<T: FromRedisValue>(&self, cmd: &Cmd) -> StoreResult<T> {
-        self.query_with_retry(cmd, Resend::IfNeverSent).await
-    }
-
-    /// After an outage the connection (or the failed attempt to make one) is
-    /// stale: the first call fails and starts a reconnection. One immediate
-    /// retry, within the same time bound, makes that first call succeed when
-    /// Redis is back, instead of returning a spurious `Unavailable`.
-    async fn query_with_retry<T: FromRedisValue>(
-        &self,
-        cmd: &Cmd,
-        resend: Resend,
-    ) -> StoreResult<T> {
-        bounded(self.operation_timeout, async {
-            match self.query_once(cmd).await {
-                Err(err) if resend.allows(&err) => self.query_once(cmd).await,
-                result => result,
-            }
-        })
-        .await
-    }
-
-    async fn query_once<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, RedisError> {
-        match self.commands.clone() {
-            Commands::Single(mut connection) => cmd.query_async(&mut connection).await,
-            Commands::Cluster(mut connection) => cmd.query_async(&mut connection).await,
-        }
-    }
-
-    /// Runs independent idempotent commands: one pipeline (one round trip) on
-    /// a single server; concurrently on a cluster, where their keys are in
-    /// many slots.
-    async fn run_all(&self, commands: Vec<Cmd>) -> StoreResult<()> {
-        if commands.is_empty() {
-            return Ok(());
-        }
-        match self.commands.clone() {
-            Commands::Single(mut connection) => {
-                for chunk in commands.chunks(PIPELINE_CHUNK) {
-                    let mut pipeline = redis::pipe();
-                    for cmd in chunk {
-                        pipeline.add_command(cmd.clone()).ignore();
-                    }
-                    bounded(self.operation_timeout, async {
-                        match pipeline.query_async::<()>(&mut connection).await {
-                            Err(err) if Resend::IfConnectionLost.allows(&err) => {
-                                pipeline.query_async(&mut connection).await
-                            }
-                            result => result,
-                        }
-                    })
-                    .await?;
-                }
-                Ok(())
-            }
-            Commands::Cluster(_) => {
-                futures::stream::iter(commands)
-                    .map(|cmd| async move { self.query::<()>(&cmd).await })
-                    .buffer_unordered(CLUSTER_BATCH_CONCURRENCY)
-                    .try_collect()
-                    .await
-            }
-        }
-    }
-}
-
-/// When a failed command may be sent again.
-#[derive(Clone, Copy)]
-enum Resend {
-    /// The connection was refused: the command never reached Redis.
-    IfNeverSent,
-    /// Also when the connection broke, though Redis may have run the command:
-    /// only for commands that can safely run twice.
-    IfConnectionLost,
-}
-
-impl Resend {
-    fn allows(self, err: &RedisError) -> bool {
-        match self {
-            Self::IfNeverSent => err.is_connection_refusal(),
-            Self::IfConnectionLost => err.is_connection_refusal() || err.is_connection_dropped(),
-        }
-    }
-}
-
-async fn bounded<T>(
-    limit: Duration,
-    call: impl Future<Output = Result<T, RedisError>>,
-) -> StoreResult<T> {
-    match tokio::time::timeout(limit, call).await {
-        Ok(result) => result.map_err(store_error),
-        Err(_) => Err(StoreError::Unavailable(Box::new(NoAnswer(limit)))),
-    }
-}
-
-/// Failures that should pass once Redis is reachable (or done failing over)
-/// again are `Unavailable`; anything else is a `Backend` error.
-fn store_error(err: RedisError) -> StoreError {
-    let transient = err.is_io_error()
-        || err.is_timeout()
-        || err.is_connection_dropped()
-        || err.is_connection_refusal()
-        || matches!(
-            err.kind(),
-            ErrorKind::ClusterConnectionNotFound
-                | ErrorKind::Server(
-                    ServerErrorKind::TryAgain
-                        | ServerErrorKind::ClusterDown
-                        | ServerErrorKind::MasterDown
-                        | ServerErrorKind::BusyLoading
-                        | ServerErrorKind::Moved
-                        | ServerErrorKind::Ask
-                        | ServerErrorKind::ReadOnly
-                )
-        );
-    if transient {
-        StoreError::Unavailable(Box::new(err))
-    } else {
-        StoreError::Backend(Box::new(err))
-    }
 }
 
 #[async_trait]
 impl RouteStore for RedisRouteStore {
     async fn announce_replica(&self, replica: &ReplicaInfo, ttl: Duration) -> StoreResult<()> {
         let record = serde_json::to_string(replica).map_err(|e| StoreError::Backend(e.into()))?;
-        self.query(&scripts::announce_replica(&replica.id, &record, ttl))
+        self.commands
+            .query(&scripts::announce_replica(&replica.id, &record, ttl))
             .await
     }
 
     async fn withdraw_replica(&self, replica_id: &str) -> StoreResult<()> {
-        self.query(&scripts::withdraw_replica(replica_id)).await
+        self.commands
+            .query(&scripts::withdraw_replica(replica_id))
+            .await
     }
 
     async fn replicas(&self) -> StoreResult<Vec<ReplicaInfo>> {
         let ids: Vec<String> = self
+            .commands
             .query(redis::cmd("SMEMBERS").arg(keys::REPLICA_INDEX))
             .await?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let records: Vec<String> = ids.iter().map(|id| keys::replica(id)).collect();
-        let records: Vec<Option<String>> = self.query(redis::cmd("MGET").arg(&records)).await?;
+        let records: Vec<Option<String>> = self
+            .commands
+            .query(redis::cmd("MGET").arg(&records))
+            .await?;
         let mut live = Vec::with_capacity(ids.len());
         let mut expired = Vec::new();
         for (id, record) in ids.iter().zip(records) {
@@ -330,7 +198,10 @@ impl RouteStore for RedisRouteStore {
             }
         }
         if !expired.is_empty()
-            && let Err(err) = self.query::<()>(&scripts::prune_replicas(&expired)).await
+            && let Err(err) = self
+                .commands
+                .query::<()>(&scripts::prune_replicas(&expired))
+                .await
         {
             // The index only grows stale; the next read prunes it.
             tracing::debug!(%err, "could not prune expired replica ids");
@@ -348,46 +219,51 @@ impl RouteStore for RedisRouteStore {
             .iter()
             .map(|agent| scripts::announce_agent(agent, replica, ttl))
             .collect();
-        self.run_all(commands).await
+        self.commands.run_all(commands).await
     }
 
     async fn withdraw_agent(&self, agent: &str, replica: &str) -> StoreResult<()> {
-        self.query(redis::cmd("ZREM").arg(keys::agent(agent)).arg(replica))
+        self.commands
+            .query(redis::cmd("ZREM").arg(keys::agent(agent)).arg(replica))
             .await
     }
 
     async fn agent_replicas(&self, agent: &str) -> StoreResult<Vec<String>> {
-        self.query(&scripts::agent_replicas(agent)).await
+        self.commands.query(&scripts::agent_replicas(agent)).await
     }
 
     async fn put_session(&self, session_id: &str, ingress: &str, ttl: Duration) -> StoreResult<()> {
-        self.query(
-            redis::cmd("SET")
-                .arg(keys::session(session_id))
-                .arg(ingress)
-                .arg("PX")
-                .arg(scripts::ttl_ms(ttl)),
-        )
-        .await
+        self.commands
+            .query(
+                redis::cmd("SET")
+                    .arg(keys::session(session_id))
+                    .arg(ingress)
+                    .arg("PX")
+                    .arg(scripts::ttl_ms(ttl)),
+            )
+            .await
     }
 
     async fn session_ingress(&self, session_id: &str) -> StoreResult<Option<String>> {
-        self.query(redis::cmd("GET").arg(keys::session(session_id)))
+        self.commands
+            .query(redis::cmd("GET").arg(keys::session(session_id)))
             .await
     }
 
     async fn remove_session(&self, session_id: &str) -> StoreResult<()> {
-        self.query(redis::cmd("DEL").arg(keys::session(session_id)))
+        self.commands
+            .query(redis::cmd("DEL").arg(keys::session(session_id)))
             .await
     }
 
     async fn publish(&self, replica: &str, message: Bytes) -> StoreResult<()> {
-        self.query_once_sent(
-            redis::cmd("SPUBLISH")
-                .arg(keys::inbox(replica))
-                .arg(message.as_ref()),
-        )
-        .await
+        self.commands
+            .query_once_sent(
+                redis::cmd("SPUBLISH")
+                    .arg(keys::inbox(replica))
+                    .arg(message.as_ref()),
+            )
+            .await
     }
 
     async fn subscribe(&self, replica: &str) -> StoreResult<Inbox> {

@@ -2,13 +2,20 @@
 //! [`RouteStore`] (who holds which agent and session), [`PolicyStore`]
 //! (connections, agents, tokens, session records) and [`AuditSink`].
 //!
-//! Adapters here: [`memory::MemoryRouteStore`] (the single-replica default) and
-//! [`sqlite::SqliteStore`] (embedded policy store and audit sink).
+//! Adapters here: [`memory::MemoryRouteStore`] (the single-replica default),
+//! [`redis::RedisRouteStore`] (routes shared by replicas, on Redis or Redis
+//! Cluster) and [`sqlite::SqliteStore`] (embedded policy store and audit sink).
+//!
+//! With the `test-support` feature, the `testing` module starts throwaway Redis
+//! servers and clusters for tests.
 #![forbid(unsafe_code)]
 
 pub mod memory;
 pub mod model;
+pub mod redis;
 pub mod sqlite;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 
 use std::time::Duration;
 
@@ -22,8 +29,10 @@ pub enum StoreError {
     AlreadyExists { kind: &'static str, name: String },
     #[error("invalid {field}: {reason}")]
     Invalid { field: &'static str, reason: String },
+    /// The backend cannot be reached right now (down, timed out, failing over);
+    /// the same call may succeed later. The cause is kept as the error source.
     #[error("the store is unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("store query failed: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }

@@ -62,10 +62,17 @@ pub struct SqliteStore {
 fn backend(err: sqlx::Error) -> StoreError {
     match err {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-            StoreError::Unavailable(err.to_string())
+            StoreError::Unavailable(Box::new(err))
         }
         other => StoreError::Backend(Box::new(other)),
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot create {}: {source}", dir.display())]
+struct CreateDirError {
+    dir: std::path::PathBuf,
+    source: std::io::Error,
 }
 
 fn is_unique_violation(err: &sqlx::Error) -> bool {
@@ -78,8 +85,11 @@ impl SqliteStore {
         if let Some(parent) = path.parent()
             && !parent.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                StoreError::Unavailable(format!("cannot create {}: {e}", parent.display()))
+            std::fs::create_dir_all(parent).map_err(|source| {
+                StoreError::Unavailable(Box::new(CreateDirError {
+                    dir: parent.to_owned(),
+                    source,
+                }))
             })?;
         }
         let options = SqliteConnectOptions::new()

@@ -4,10 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use postern_tunnel::auth::{CONNECTION_HEADER, is_retryable, set_bearer};
-use postern_tunnel::frame::MAX_MESSAGE_SIZE;
-use postern_tunnel::proto::sessions_client::SessionsClient;
-use postern_tunnel::stream::{FINISH_LINGER, outgoing_channel};
+use postern_tunnel::open::open_session;
+use postern_tunnel::stream::FINISH_LINGER;
 use postern_tunnel::{FrameStream, Secret};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -17,14 +15,7 @@ use tonic::transport::Channel;
 /// Keepalives on idle session streams: below an ALB's 60 s idle timeout.
 pub const SESSION_KEEPALIVE: Duration = Duration::from_secs(20);
 
-/// How many times, and for how long, opening a session is retried when the
-/// gateway says it is safe to (a replica draining in a rolling deploy).
-const OPEN_ATTEMPTS: u32 = 6;
-const OPEN_RETRY_BUDGET: Duration = Duration::from_secs(10);
-
-/// Makes a new channel (a new connection, which a load balancer may send to
-/// another replica) for a retry.
-pub type ChannelFactory = Arc<dyn Fn() -> Option<Channel> + Send + Sync>;
+pub use postern_tunnel::open::ChannelFactory;
 
 #[derive(Clone)]
 pub struct Connector {
@@ -68,40 +59,18 @@ impl Connector {
     /// Returns (bytes sent, bytes received).
     pub async fn session(&self, mut socket: TcpStream) -> Result<(u64, u64), SessionError> {
         let _ = socket.set_nodelay(true);
-        let started = std::time::Instant::now();
-        let mut channel = self.channel.clone();
-        let mut attempt = 0;
-        // Nothing is read from the socket until the session is open, so a
-        // refused attempt loses none of the client's bytes.
-        let (outgoing, inbound) = loop {
-            let (outgoing, body) = outgoing_channel();
-            let mut request = tonic::Request::new(body);
-            set_bearer(request.metadata_mut(), &self.token)
-                .map_err(|e| SessionError::Refused(e.to_string()))?;
-            request
-                .metadata_mut()
-                .insert(CONNECTION_HEADER, self.connection.clone());
-            let mut client = SessionsClient::new(channel.clone())
-                .max_decoding_message_size(MAX_MESSAGE_SIZE)
-                .max_encoding_message_size(MAX_MESSAGE_SIZE);
-            match client.open(request).await {
-                Ok(response) => break (outgoing, response.into_inner()),
-                Err(status)
-                    if is_retryable(&status)
-                        && attempt + 1 < OPEN_ATTEMPTS
-                        && started.elapsed() < OPEN_RETRY_BUDGET =>
-                {
-                    attempt += 1;
-                    tracing::info!(attempt, error = %status.message(), "session refused for now; retrying");
-                    tokio::time::sleep(Duration::from_millis(25 << attempt)).await;
-                    if let Some(fresh) = self.fresh_channel.as_ref().and_then(|f| f()) {
-                        channel = fresh;
-                    }
-                }
-                Err(status) => {
-                    let _ = socket.shutdown().await;
-                    return Err(SessionError::Refused(status.message().to_owned()));
-                }
+        let opened = open_session(
+            self.channel.clone(),
+            self.fresh_channel.as_ref(),
+            &self.token,
+            &self.connection,
+        )
+        .await;
+        let (outgoing, inbound) = match opened {
+            Ok(opened) => (opened.outgoing, opened.inbound),
+            Err(status) => {
+                let _ = socket.shutdown().await;
+                return Err(SessionError::Refused(status.message().to_owned()));
             }
         };
         let mut frames = FrameStream::new(inbound, outgoing, Some(SESSION_KEEPALIVE));

@@ -11,8 +11,9 @@ use postern_gateway::config::{GatewayConfig, VARS, settings_from_env};
 use postern_gateway::dev::{DevOptions, start_dev};
 use postern_gateway::{Stores, start};
 use postern_state::memory::MemoryRouteStore;
+use postern_state::redis::{RedisConnectError, RedisRouteStore};
 use postern_state::sqlite::SqliteStore;
-use postern_state::{PolicyStore, Role, UserToken, now_ms};
+use postern_state::{PolicyStore, Role, RouteStore, UserToken, now_ms};
 use postern_tunnel::auth::hash_token;
 use postern_tunnel::env::Env;
 
@@ -93,12 +94,37 @@ async fn run(env: &Env) -> anyhow::Result<()> {
             tracing::info!("bootstrap admin token registered");
         }
     }
+    let routes: Arc<dyn RouteStore> = match &config.redis_url {
+        Some(url) => match RedisRouteStore::connect_url(url.expose()).await {
+            Ok(store) => Arc::new(store),
+            Err(RedisConnectError::Url(e)) => {
+                eprintln!("postern-gateway: configuration error: POSTERN_REDIS_URL: {e}");
+                std::process::exit(2);
+            }
+            Err(RedisConnectError::Store(e)) => {
+                anyhow::bail!("cannot reach Redis at POSTERN_REDIS_URL: {e}")
+            }
+        },
+        None => Arc::new(MemoryRouteStore::new()),
+    };
     let stores = Stores {
         policy: store.clone(),
         audit: store,
-        routes: Arc::new(MemoryRouteStore::new()),
+        routes,
     };
     let running = start(config.options, stores).await?;
+    // One machine-readable line on stdout once serving: for supervisors,
+    // scripts and tests that start the gateway on port 0.
+    println!(
+        "{}",
+        serde_json::json!({
+            "event": "ready",
+            "replica": running.shared.replica_id,
+            "public_addr": running.public_addr.to_string(),
+            "internal_addr": running.internal_addr.to_string(),
+            "peer_addr": running.peer_addr.map(|a| a.to_string()),
+        })
+    );
     postern_tunnel::signal::shutdown().await;
     running.shutdown().await;
     Ok(())

@@ -6,7 +6,10 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use postern_state::RouteStore;
 use postern_state::memory::MemoryRouteStore;
+use postern_state::redis::RedisRouteStore;
+use postern_state::testing::{RedisCluster, RedisServer};
 use postern_tunnel::Secret;
 use postern_tunnel::auth::set_bearer;
 use postern_tunnel::proto::peer_client::PeerClient;
@@ -14,8 +17,26 @@ use postern_tunnel::proto::{PeerSessionRequest, SessionRequest};
 use support::{Replicas, echo_session};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn every_replica_reaches_every_agent_and_splices_through_peers() {
-    let replicas = Replicas::start(3, Arc::new(MemoryRouteStore::new())).await;
+async fn every_replica_reaches_every_agent_through_a_memory_route_store() {
+    every_replica_reaches_every_agent(Arc::new(MemoryRouteStore::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_replica_reaches_every_agent_through_redis() {
+    let redis = RedisServer::start();
+    let routes = RedisRouteStore::connect_url(&redis.url()).await.unwrap();
+    every_replica_reaches_every_agent(Arc::new(routes)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_replica_reaches_every_agent_through_a_redis_cluster() {
+    let cluster = RedisCluster::start(3);
+    let routes = RedisRouteStore::connect_url(&cluster.url()).await.unwrap();
+    every_replica_reaches_every_agent(Arc::new(routes)).await;
+}
+
+async fn every_replica_reaches_every_agent(routes: Arc<dyn RouteStore>) {
+    let replicas = Replicas::start(3, routes).await;
     let echo = postern_testkit::echo_server().await;
     // One agent per replica, each with a single tunnel straight to it, so
     // that two of every three sessions must cross a peer link.
@@ -34,11 +55,13 @@ async fn every_replica_reaches_every_agent_and_splices_through_peers() {
     let mut checks = Vec::new();
     for user_on in 0..3 {
         for agent in 0..3 {
-            let channel = replicas.channel(&replicas.url(user_on));
+            let url = replicas.url(user_on);
+            let ca = replicas.ca_pem.clone();
             let token = replicas.user_token.clone();
             checks.push(tokio::spawn(async move {
                 let path = echo_session(
-                    channel,
+                    &url,
+                    &ca,
                     &token,
                     &format!("echo-{agent}"),
                     512 * 1024,
@@ -90,7 +113,8 @@ async fn agents_spread_their_tunnels_over_replicas_behind_a_balancer() {
     assert_eq!(held.len(), 2);
     for user_on in 0..3 {
         let path = echo_session(
-            replicas.channel(&replicas.url(user_on)),
+            &replicas.url(user_on),
+            &replicas.ca_pem,
             &replicas.user_token,
             "echo",
             64 * 1024,

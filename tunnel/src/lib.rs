@@ -8,6 +8,7 @@ pub mod env;
 pub mod frame;
 pub mod fuzzing;
 pub mod http2;
+pub mod open;
 pub mod peer;
 pub mod pinned;
 pub mod secret;

@@ -13,11 +13,9 @@ use postern_state::{
     Agent, Connection, ConnectionKind, PolicyStore, Role, RouteStore, UserToken, now_ms,
 };
 use postern_testkit::balancer::Balancer;
-use postern_tunnel::auth::{CONNECTION_HEADER, TokenKind, generate_token, hash_token, set_bearer};
-use postern_tunnel::frame::MAX_MESSAGE_SIZE;
+use postern_tunnel::auth::{TokenKind, generate_token, hash_token};
+use postern_tunnel::open::{ChannelFactory, open_session};
 use postern_tunnel::peer::PeerKey;
-use postern_tunnel::proto::sessions_client::SessionsClient;
-use postern_tunnel::stream::outgoing_channel;
 use postern_tunnel::tls::{DevCertificates, Identity, server_config};
 use postern_tunnel::{FrameStream, Secret};
 use sha2::{Digest, Sha256};
@@ -190,32 +188,32 @@ pub struct SessionPath {
     pub via: String,
 }
 
-/// Opens a session to `connection` over `channel`, sends `size` pseudo-random
+/// Opens a session to `connection` at `url` (retrying as the CLI does), sends `size` pseudo-random
 /// bytes to an echo target while reading the echo, and checks the SHA-256 of
 /// what came back. Returns the path the gateway reported.
 pub async fn echo_session(
-    channel: tonic::transport::Channel,
+    url: &str,
+    ca_pem: &[u8],
     token: &Secret,
     connection: &str,
     size: usize,
     seed: u64,
 ) -> Result<SessionPath, String> {
-    let (outgoing, body) = outgoing_channel();
-    let mut request = tonic::Request::new(body);
-    set_bearer(request.metadata_mut(), token).unwrap();
-    request
-        .metadata_mut()
-        .insert(CONNECTION_HEADER, connection.parse().unwrap());
-    let mut client = SessionsClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_SIZE)
-        .max_encoding_message_size(MAX_MESSAGE_SIZE);
-    let response = client
-        .open(request)
-        .await
-        .map_err(|s| format!("open refused: {:?}: {}", s.code(), s.message()))?;
+    let url = url.to_owned();
+    let ca = ca_pem.to_vec();
+    let fresh: ChannelFactory =
+        Arc::new(move || postern_tunnel::http2::lazy_channel(&url, Some(&ca)).ok());
+    let opened = open_session(
+        fresh().expect("channel"),
+        Some(&fresh),
+        token,
+        &connection.parse().unwrap(),
+    )
+    .await
+    .map_err(|s| format!("open refused: {:?}: {}", s.code(), s.message()))?;
     let header = |name: &str| {
-        response
-            .metadata()
+        opened
+            .metadata
             .get(name)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
@@ -225,7 +223,7 @@ pub async fn echo_session(
         ingress: header("x-postern-ingress"),
         via: header("x-postern-via"),
     };
-    let stream = FrameStream::new(response.into_inner(), outgoing, None);
+    let stream = FrameStream::new(opened.inbound, opened.outgoing, None);
     let (mut read, mut write) = tokio::io::split(stream);
     let writer = async move {
         let mut prng = postern_testkit::Prng::new(seed);

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
 use postern_tunnel::auth::set_bearer;
 use postern_tunnel::frame::{MAX_MESSAGE_SIZE, keepalive_body};
 use postern_tunnel::proto::agent_message::Kind as AgentKind;
@@ -81,7 +82,12 @@ async fn control_stream(
     tx.send(hello)
         .await
         .map_err(|_| tonic::Status::internal("control queue closed"))?;
-    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    // Closing is a handshake: the agent ends its side first, the gateway stops
+    // routing to this stream and ends its own, and every session request it
+    // sent before that is still read and served here.
+    let closing = CancellationToken::new();
+    let outbound = ReceiverStream::new(rx).take_until(closing.clone().cancelled_owned());
+    let mut request = tonic::Request::new(outbound);
     set_bearer(request.metadata_mut(), &config.token)
         .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
     let mut client = AgentTunnelClient::new(channel.clone())
@@ -95,6 +101,8 @@ async fn control_stream(
     let mut keepalive_interval = config.keepalive_interval;
     let mut ticker = tokio::time::interval(keepalive_interval);
     ticker.tick().await;
+    let close_deadline = tokio::time::sleep(Duration::MAX / 4);
+    tokio::pin!(close_deadline);
     loop {
         // A gateway that sends nothing for three keepalive periods is gone,
         // even if TCP has not noticed yet.
@@ -149,13 +157,20 @@ async fn control_stream(
                     let _ = events.try_send(event);
                 }
             }
-            _ = ticker.tick() => {
+            _ = ticker.tick(), if !closing.is_cancelled() => {
                 let keepalive = AgentMessage { kind: Some(AgentKind::Keepalive(keepalive_body())) };
                 if tx.send(keepalive).await.is_err() {
                     return Err(tonic::Status::internal("control queue closed"));
                 }
             }
-            _ = cancel.cancelled() => return Ok(()),
+            _ = cancel.cancelled(), if !closing.is_cancelled() => {
+                closing.cancel();
+                close_deadline.as_mut().reset(tokio::time::Instant::now() + CLOSE_WAIT);
+            }
+            _ = &mut close_deadline => return Ok(()),
         }
     }
 }
+
+/// How long a closing control stream waits for the gateway to end its side.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);

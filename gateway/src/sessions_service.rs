@@ -124,26 +124,34 @@ async fn open_session(
         user: user.user.clone(),
         ingress_replica: shared.replica_id.clone(),
     };
-    let sent = match &local_link {
+    let sent: Result<Option<String>, Refusal> = match &local_link {
         Some(link) => {
             let message = GatewayMessage {
                 kind: Some(GatewayKind::SessionRequest(request)),
             };
             match tokio::time::timeout(timeout, link.tx.send(Ok(message))).await {
-                Ok(Ok(())) => Ok(()),
+                Ok(Ok(())) => Ok(None),
                 _ => Err(Refusal::new(
                     ErrorKind::AgentOffline,
                     format!("agent {:?} stopped answering", connection.agent),
                 )),
             }
         }
-        None => forward_request(&shared, &connection, request).await,
+        None => forward_request(&shared, &connection, request)
+            .await
+            .map(Some),
     };
-    if let Err(refusal) = sent {
-        shared.pending.remove(&session_id);
-        forget_session(&shared, &session_id);
-        return Err(shared.refuse(refusal));
-    }
+    let holder = match sent {
+        Ok(holder) => holder,
+        Err(refusal) => {
+            shared.pending.remove(&session_id);
+            forget_session(&shared, &session_id);
+            return Err(shared.refuse(refusal));
+        }
+    };
+    let passed_on = holder
+        .map(|h| format!(" (request passed on by replica {h})"))
+        .unwrap_or_default();
     let attached = tokio::time::timeout(timeout, attached_rx).await;
     forget_session(&shared, &session_id);
     let attached = match attached {
@@ -152,7 +160,7 @@ async fn open_session(
             return Err(shared.refuse(Refusal::new(
                 ErrorKind::TargetUnreachable,
                 format!(
-                    "agent {:?} could not open connection {connection_name:?}: {reason}",
+                    "agent {:?} could not open connection {connection_name:?}: {reason}{passed_on}",
                     connection.agent
                 ),
             )));
@@ -160,7 +168,10 @@ async fn open_session(
         Ok(Err(_)) => {
             return Err(shared.refuse(Refusal::new(
                 ErrorKind::AgentOffline,
-                format!("agent {:?} went away before attaching", connection.agent),
+                format!(
+                    "agent {:?} went away before attaching{passed_on}",
+                    connection.agent
+                ),
             )));
         }
         Err(_) => {
@@ -168,7 +179,7 @@ async fn open_session(
             return Err(shared.refuse(Refusal::new(
                 ErrorKind::AttachTimeout,
                 format!(
-                    "agent {:?} did not attach within {} ms",
+                    "agent {:?} did not attach within {} ms{passed_on}",
                     connection.agent,
                     timeout.as_millis()
                 ),
@@ -226,12 +237,12 @@ fn forget_session(shared: &Arc<Shared>, session_id: &str) {
 }
 
 /// Asks the replicas holding the agent's tunnel, best first, to pass the
-/// request on; the first that accepts wins.
+/// request on; the first that accepts wins, and its id is returned.
 async fn forward_request(
     shared: &Arc<Shared>,
     connection: &postern_state::Connection,
     request: SessionRequest,
-) -> Result<(), Refusal> {
+) -> Result<String, Refusal> {
     let agent = &connection.agent;
     let offline = |detail: String| {
         Refusal::new(
@@ -283,7 +294,7 @@ async fn forward_request(
         match peers.request_session(&holder, message).await {
             Ok(()) => {
                 debug!(holder = %holder.id, "session request forwarded");
-                return Ok(());
+                return Ok(holder.id);
             }
             Err(status) => {
                 if status.code() != tonic::Code::NotFound {

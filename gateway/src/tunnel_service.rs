@@ -143,13 +143,17 @@ async fn control_loop(
     }
     let mut ticker = tokio::time::interval(keepalive);
     ticker.tick().await;
+    let mut graceful = false;
     let reason = loop {
         tokio::select! {
             message = tokio::time::timeout(keepalive * 3, inbound.message()) => {
                 match message {
                     Err(_) => break format!("no keepalive for {} ms", (keepalive * 3).as_millis()),
                     Ok(Err(status)) => break format!("stream error: {}", status.message()),
-                    Ok(Ok(None)) => break "agent closed the stream".to_owned(),
+                    Ok(Ok(None)) => {
+                        graceful = true;
+                        break "agent closed the stream".to_owned();
+                    }
                     Ok(Ok(Some(message))) => match message.kind {
                         Some(AgentKind::SessionRejected(rejected)) => {
                             match shared.forwarded.take(&rejected.session_id, &agent) {
@@ -175,10 +179,15 @@ async fn control_loop(
         }
     };
     shared.agents.unregister(&agent, link_id);
-    let failure = format!("agent disconnected ({reason})");
-    shared.pending.fail_link(link_id, &failure);
-    for (session_id, forwarded) in shared.forwarded.take_link(link_id) {
-        crate::peer::reject_forwarded(&shared, session_id, forwarded, failure.clone());
+    // An agent that closes its stream itself (moving to another replica) still
+    // serves the requests it already received: they attach or time out. One
+    // that vanished will not, so its sessions fail now rather than later.
+    if !graceful {
+        let failure = format!("agent disconnected ({reason})");
+        shared.pending.fail_link(link_id, &failure);
+        for (session_id, forwarded) in shared.forwarded.take_link(link_id) {
+            crate::peer::reject_forwarded(&shared, session_id, forwarded, failure.clone());
+        }
     }
     shared
         .metrics

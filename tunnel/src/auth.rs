@@ -18,9 +18,9 @@ pub const RETRY_HEADER: &str = "x-postern-retry";
 /// Whether a failed call is worth retrying on a fresh connection: the server
 /// said so, or the request never got an answer (the connection failed).
 pub fn is_retryable(status: &tonic::Status) -> bool {
-    status.metadata().contains_key(RETRY_HEADER)
-        || (status.code() == tonic::Code::Unavailable
-            && std::error::Error::source(status).is_some())
+    // A status with a source was made on this side from a transport failure
+    // (refused, reset, GOAWAY): the gateway never answered the call.
+    status.metadata().contains_key(RETRY_HEADER) || std::error::Error::source(status).is_some()
 }
 
 /// What kind of principal a token belongs to; part of the token's visible prefix

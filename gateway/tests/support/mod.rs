@@ -21,6 +21,8 @@ use postern_tunnel::{FrameStream, Secret};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+pub mod processes;
+
 pub const PEER_SECRET: &str = "test-peer-secret-0123456789abcdef0123";
 
 pub fn cluster_settings() -> Settings {
@@ -163,13 +165,7 @@ impl Replicas {
     }
 
     pub fn spawn_agent(&self, url: String, token: Secret, tunnels: usize) -> AgentHandle {
-        let mut config = AgentConfig::new(url, token);
-        config.ca_pem = Some(self.ca_pem.clone());
-        config.keepalive_interval = Duration::from_secs(2);
-        config.reconnect_base = Duration::from_millis(50);
-        config.reconnect_max = Duration::from_millis(300);
-        config.tunnels = tunnels;
-        postern_agent::spawn(config).expect("agent config")
+        spawn_agent(url, token, tunnels, &self.ca_pem)
     }
 
     pub fn channel(&self, url: &str) -> tonic::transport::Channel {
@@ -179,6 +175,17 @@ impl Replicas {
     pub async fn metrics(&self, index: usize) -> String {
         postern_testkit::http_get(self.gateway(index).internal_addr, "/metrics").await
     }
+}
+
+/// An agent tuned for tests: quick keepalives and reconnects.
+pub fn spawn_agent(url: String, token: Secret, tunnels: usize, ca_pem: &[u8]) -> AgentHandle {
+    let mut config = AgentConfig::new(url, token);
+    config.ca_pem = Some(ca_pem.to_vec());
+    config.keepalive_interval = Duration::from_secs(2);
+    config.reconnect_base = Duration::from_millis(50);
+    config.reconnect_max = Duration::from_millis(300);
+    config.tunnels = tunnels;
+    postern_agent::spawn(config).expect("agent config")
 }
 
 /// What a session through the gateway reported about its path.
@@ -263,12 +270,49 @@ pub async fn echo_session(
         }
         Ok::<_, String>((received.finalize(), total))
     };
-    let (sent, (received, total)) = tokio::try_join!(writer, reader)?;
+    // Errors name the session's path, so a test can tell which replica it crossed.
+    let (sent, (received, total)) =
+        tokio::try_join!(writer, reader).map_err(|e| format!("{path:?}: {e}"))?;
     if total != size || sent != received {
         return Err(format!(
-            "echo mismatch: sent {size} bytes, got {total} back, checksums differ: {}",
+            "{path:?}: echo mismatch: sent {size} bytes, got {total} back, checksums differ: {}",
             sent != received
         ));
     }
     Ok(path)
+}
+
+/// Opens a session and returns it as a byte stream, for tests that keep it open.
+pub async fn open_stream(
+    url: &str,
+    ca_pem: &[u8],
+    token: &Secret,
+    connection: &str,
+) -> Result<
+    (
+        FrameStream<tonic::Streaming<postern_tunnel::proto::Frame>>,
+        SessionPath,
+    ),
+    String,
+> {
+    let channel = postern_tunnel::http2::lazy_channel(url, Some(ca_pem)).unwrap();
+    let opened = open_session(channel, None, token, &connection.parse().unwrap())
+        .await
+        .map_err(|s| format!("open refused: {:?}: {}", s.code(), s.message()))?;
+    let header = |name: &str| {
+        opened
+            .metadata
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let path = SessionPath {
+        ingress: header("x-postern-ingress"),
+        via: header("x-postern-via"),
+    };
+    Ok((
+        FrameStream::new(opened.inbound, opened.outgoing, None),
+        path,
+    ))
 }

@@ -42,6 +42,10 @@ pub(super) struct InboxTimeouts {
     pub(super) keepalive: Duration,
 }
 
+/// How often, and how far apart, a slot's owner is looked up before giving up.
+const SLOT_OWNER_ATTEMPTS: u32 = 10;
+const SLOT_OWNER_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
 #[derive(Debug, thiserror::Error)]
 pub(super) enum SubscribeError {
     #[error(transparent)]
@@ -60,12 +64,20 @@ pub(super) async fn subscribe(
         InboxNodes::Single(info) => info.clone(),
         InboxNodes::Cluster { seed, commands } => {
             let slot = keys::slot(&channel);
-            let (host, port) = slot_owner(&mut commands.clone(), slot)
-                .await?
-                .ok_or_else(|| SubscribeError::NoSlotOwner {
-                    slot,
-                    channel: channel.clone(),
-                })?;
+            // A node that just joined, or a slot being moved, can leave the
+            // slot without a known owner for a moment: ask again briefly.
+            let mut owner = None;
+            for _ in 0..SLOT_OWNER_ATTEMPTS {
+                owner = slot_owner(&mut commands.clone(), slot).await?;
+                if owner.is_some() {
+                    break;
+                }
+                tokio::time::sleep(SLOT_OWNER_RETRY).await;
+            }
+            let (host, port) = owner.ok_or_else(|| SubscribeError::NoSlotOwner {
+                slot,
+                channel: channel.clone(),
+            })?;
             with_address(seed, host, port)
         }
     };

@@ -56,9 +56,13 @@ impl RedisCluster {
                 .iter()
                 .map(|node| node.command(&["CLUSTER", "INFO"]).unwrap_or_default())
                 .collect();
-            let formed = infos
-                .iter()
-                .all(|info| info.contains("cluster_state:ok") && info.contains(&known_nodes));
+            // With `cluster-require-full-coverage no` a node says "ok" before it
+            // knows every slot's owner: wait until each one does.
+            let formed = infos.iter().all(|info| {
+                info.contains("cluster_state:ok")
+                    && info.contains(&known_nodes)
+                    && info.contains("cluster_slots_ok:16384")
+            });
             if formed {
                 return;
             }

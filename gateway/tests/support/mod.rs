@@ -139,29 +139,11 @@ impl Replicas {
     }
 
     pub async fn add_agent(&self, name: &str) -> Secret {
-        let token = generate_token(TokenKind::Agent);
-        self.store
-            .create_agent(&Agent {
-                name: name.into(),
-                token_hash: hash_token(token.expose()),
-                created_at_ms: now_ms(),
-            })
-            .await
-            .unwrap();
-        token
+        register_agent(&self.store, name).await
     }
 
     pub async fn add_connection(&self, name: &str, target: &str, agent: &str) {
-        self.store
-            .create_connection(&Connection {
-                name: name.into(),
-                kind: ConnectionKind::Tcp,
-                target: target.into(),
-                agent: agent.into(),
-                created_at_ms: now_ms(),
-            })
-            .await
-            .unwrap();
+        register_connection(&self.store, name, target, agent).await
     }
 
     pub fn spawn_agent(&self, url: String, token: Secret, tunnels: usize) -> AgentHandle {
@@ -195,6 +177,51 @@ pub struct SessionPath {
     pub via: String,
 }
 
+impl SessionPath {
+    /// Read from an Open response's metadata.
+    pub fn of(metadata: &tonic::metadata::MetadataMap) -> Self {
+        let header = |name: &str| {
+            metadata
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        Self {
+            ingress: header("x-postern-ingress"),
+            via: header("x-postern-via"),
+        }
+    }
+}
+
+/// Registers an agent in the shared policy store; returns its token.
+pub async fn register_agent(store: &SqliteStore, name: &str) -> Secret {
+    let token = generate_token(TokenKind::Agent);
+    store
+        .create_agent(&Agent {
+            name: name.into(),
+            token_hash: hash_token(token.expose()),
+            created_at_ms: now_ms(),
+        })
+        .await
+        .unwrap();
+    token
+}
+
+/// Registers a TCP connection in the shared policy store.
+pub async fn register_connection(store: &SqliteStore, name: &str, target: &str, agent: &str) {
+    store
+        .create_connection(&Connection {
+            name: name.into(),
+            kind: ConnectionKind::Tcp,
+            target: target.into(),
+            agent: agent.into(),
+            created_at_ms: now_ms(),
+        })
+        .await
+        .unwrap();
+}
+
 /// Opens a session to `connection` at `url` (retrying as the CLI does), sends `size` pseudo-random
 /// bytes to an echo target while reading the echo, and checks the SHA-256 of
 /// what came back. Returns the path the gateway reported.
@@ -218,18 +245,7 @@ pub async fn echo_session(
     )
     .await
     .map_err(|s| format!("open refused: {:?}: {}", s.code(), s.message()))?;
-    let header = |name: &str| {
-        opened
-            .metadata
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned()
-    };
-    let path = SessionPath {
-        ingress: header("x-postern-ingress"),
-        via: header("x-postern-via"),
-    };
+    let path = SessionPath::of(&opened.metadata);
     let stream = FrameStream::new(opened.inbound, opened.outgoing, None);
     let (mut read, mut write) = tokio::io::split(stream);
     let writer = async move {
@@ -299,18 +315,7 @@ pub async fn open_stream(
     let opened = open_session(channel, None, token, &connection.parse().unwrap())
         .await
         .map_err(|s| format!("open refused: {:?}: {}", s.code(), s.message()))?;
-    let header = |name: &str| {
-        opened
-            .metadata
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned()
-    };
-    let path = SessionPath {
-        ingress: header("x-postern-ingress"),
-        via: header("x-postern-via"),
-    };
+    let path = SessionPath::of(&opened.metadata);
     Ok((
         FrameStream::new(opened.inbound, opened.outgoing, None),
         path,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use postern_agent::AgentHandle;
 use postern_state::sqlite::SqliteStore;
 use postern_state::testing::RedisServer;
-use postern_state::{Agent, Connection, ConnectionKind, PolicyStore, Role, UserToken, now_ms};
+use postern_state::{PolicyStore, Role, UserToken, now_ms};
 use postern_testkit::balancer::Balancer;
 use postern_tunnel::Secret;
 use postern_tunnel::auth::{TokenKind, generate_token, hash_token};
@@ -175,29 +175,11 @@ impl ProcessCluster {
     }
 
     pub async fn add_agent(&self, name: &str) -> Secret {
-        let token = generate_token(TokenKind::Agent);
-        self.store
-            .create_agent(&Agent {
-                name: name.into(),
-                token_hash: hash_token(token.expose()),
-                created_at_ms: now_ms(),
-            })
-            .await
-            .unwrap();
-        token
+        super::register_agent(&self.store, name).await
     }
 
     pub async fn add_connection(&self, name: &str, target: &str, agent: &str) {
-        self.store
-            .create_connection(&Connection {
-                name: name.into(),
-                kind: ConnectionKind::Tcp,
-                target: target.into(),
-                agent: agent.into(),
-                created_at_ms: now_ms(),
-            })
-            .await
-            .unwrap();
+        super::register_connection(&self.store, name, target, agent).await
     }
 
     pub fn spawn_agent(&self, url: String, token: Secret, tunnels: usize) -> AgentHandle {

@@ -104,6 +104,25 @@ pub struct PendingSession {
     pub attached: oneshot::Sender<Result<Attached, String>>,
 }
 
+impl PendingSession {
+    /// Hands the agent's stream to the waiting `Open` and returns the user's
+    /// stream, counted, to send to the agent; fails if the `Open` gave up.
+    pub fn join(self, attached: Attached) -> Result<FrameResponse, crate::refusal::Refusal> {
+        let client = crate::session::counted(
+            self.client_inbound,
+            self.tracker,
+            crate::metrics::Direction::Up,
+        );
+        self.attached.send(Ok(attached)).map_err(|_| {
+            crate::refusal::Refusal::new(
+                crate::metrics::ErrorKind::AttachTimeout,
+                "the session was abandoned before the agent attached",
+            )
+        })?;
+        Ok(client)
+    }
+}
+
 #[derive(Default)]
 pub struct PendingSessions {
     sessions: Mutex<HashMap<String, PendingSession>>,

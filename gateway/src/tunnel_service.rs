@@ -15,10 +15,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span};
 
-use crate::metrics::{Direction, ErrorKind, SplicePath};
+use crate::metrics::{ErrorKind, SplicePath};
 use crate::refusal::Refusal;
 use crate::registry::{Attached, ControlSender};
-use crate::session::{FrameResponse, counted};
+use crate::session::FrameResponse;
 use crate::shared::Shared;
 
 pub struct TunnelService {
@@ -96,25 +96,13 @@ impl AgentTunnel for TunnelService {
             return Ok(Response::new(inbound));
         };
         shared.metrics.splice(SplicePath::Local);
-        let tracker = pending.tracker.clone();
-        let client_inbound = pending.client_inbound;
-        let attached = Attached {
-            inbound: Box::pin(request.into_inner()),
-            via: None,
-        };
-        if pending.attached.send(Ok(attached)).is_err() {
-            return Err(shared
-                .refuse(Refusal::new(
-                    ErrorKind::AttachTimeout,
-                    "the session was abandoned before the agent attached",
-                ))
-                .into());
-        }
-        Ok(Response::new(counted(
-            client_inbound,
-            tracker,
-            Direction::Up,
-        )))
+        let client = pending
+            .join(Attached {
+                inbound: Box::pin(request.into_inner()),
+                via: None,
+            })
+            .map_err(|refusal| shared.refuse(refusal))?;
+        Ok(Response::new(client))
     }
 }
 

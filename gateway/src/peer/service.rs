@@ -13,10 +13,10 @@ use postern_tunnel::proto::{
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info};
 
-use crate::metrics::{Direction, ErrorKind};
+use crate::metrics::ErrorKind;
 use crate::refusal::Refusal;
 use crate::registry::{Attached, Forwarded};
-use crate::session::{FrameResponse, counted};
+use crate::session::FrameResponse;
 use crate::shared::Shared;
 
 pub struct PeerService {
@@ -121,25 +121,13 @@ impl Peer for PeerService {
                 ))
                 .into());
         };
-        let tracker = pending.tracker.clone();
-        let client_inbound = pending.client_inbound;
-        let attached = Attached {
-            inbound: Box::pin(request.into_inner()),
-            via: Some(via.clone()),
-        };
-        if pending.attached.send(Ok(attached)).is_err() {
-            return Err(shared
-                .refuse(Refusal::new(
-                    ErrorKind::AttachTimeout,
-                    "the session was abandoned before the agent attached",
-                ))
-                .into());
-        }
+        let client = pending
+            .join(Attached {
+                inbound: Box::pin(request.into_inner()),
+                via: Some(via.clone()),
+            })
+            .map_err(|refusal| shared.refuse(refusal))?;
         info!(%session_id, %agent, %via, "agent stream spliced from a peer");
-        Ok(Response::new(counted(
-            client_inbound,
-            tracker,
-            Direction::Up,
-        )))
+        Ok(Response::new(client))
     }
 }

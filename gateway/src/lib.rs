@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod peer;
 pub mod refusal;
 pub mod registry;
+pub mod relay;
 pub mod routing;
 mod server;
 pub mod session;
@@ -36,8 +37,9 @@ use tracing::info;
 
 pub use shared::{Settings, Shared, Stores};
 
-use crate::peer::PeerService;
 use crate::peer::client::PeerClient;
+use crate::peer::{Interconnect, PeerService};
+use crate::relay::Relay;
 use crate::sessions_service::SessionsService;
 use crate::tunnel_service::TunnelService;
 
@@ -54,15 +56,30 @@ pub struct GatewayOptions {
     pub peer: Option<PeerOptions>,
 }
 
-/// The internal peer port other replicas splice sessions through.
+/// How this replica works with the others.
 #[derive(Debug, Clone)]
 pub struct PeerOptions {
+    /// Signs and checks what replicas send each other (`POSTERN_PEER_SECRET`).
+    pub key: PeerKey,
+    pub transport: PeerTransport,
+}
+
+#[derive(Debug, Clone)]
+pub enum PeerTransport {
+    /// Replicas dial each other's peer port.
+    Direct(DirectPeering),
+    /// Replicas cannot dial each other (Cloud Run): everything between them
+    /// goes through their inboxes in the route store.
+    Relay,
+}
+
+/// The internal peer port other replicas splice sessions through.
+#[derive(Debug, Clone)]
+pub struct DirectPeering {
     pub listen_addr: SocketAddr,
     /// The address other replicas dial; `None` uses the bound address, which
     /// then must not be a wildcard.
     pub advertise_addr: Option<String>,
-    /// Signs and checks peer tokens (`POSTERN_PEER_SECRET`).
-    pub key: PeerKey,
     /// TLS with a per-start certificate pinned through the route store; off
     /// only where the network between replicas is already private and encrypted.
     pub tls: bool,
@@ -102,6 +119,9 @@ pub struct RunningGateway {
     servers: Vec<JoinHandle<()>>,
 }
 
+/// How long start-up waits for the relay inbox before announcing the replica.
+const RELAY_SUBSCRIBE_WAIT: Duration = Duration::from_secs(3);
+
 /// How long connections get to close by themselves once a replica stops.
 const CONNECTION_DRAIN: Duration = Duration::from_secs(2);
 
@@ -135,22 +155,47 @@ pub async fn start(options: GatewayOptions, stores: Stores) -> Result<RunningGat
         .local_addr()
         .expect("a bound listener has an address");
 
-    let peer = match &options.peer {
-        Some(peer) => Some(bind_peer(peer, &options.replica_id).await?),
-        None => None,
+    let direct = match &options.peer {
+        Some(PeerOptions {
+            transport: PeerTransport::Direct(direct),
+            ..
+        }) => Some(bind_peer(direct, &options.replica_id).await?),
+        _ => None,
     };
-    let peers = options.peer.as_ref().map(|p| {
-        PeerClient::new(
+    let metrics = Arc::new(metrics::Metrics::new());
+    let relay = match &options.peer {
+        Some(PeerOptions {
+            key,
+            transport: PeerTransport::Relay,
+        }) => Some(Relay::new(
             options.replica_id.clone(),
-            p.key.clone(),
-            p.connections_per_peer,
-        )
-    });
+            key.clone(),
+            stores.routes.clone(),
+            metrics.clone(),
+        )),
+        _ => None,
+    };
+    let peers = match (&options.peer, &relay) {
+        (Some(_), Some(relay)) => Some(Interconnect::Relay(relay.clone())),
+        (
+            Some(PeerOptions {
+                key,
+                transport: PeerTransport::Direct(direct),
+            }),
+            None,
+        ) => Some(Interconnect::Direct(Box::new(PeerClient::new(
+            options.replica_id.clone(),
+            key.clone(),
+            direct.connections_per_peer,
+        )))),
+        _ => None,
+    };
     let shared = Arc::new(Shared::new(
         options.replica_id,
         stores,
         options.settings,
         peers,
+        metrics,
     ));
     let tunnel = AgentTunnelServer::new(TunnelService {
         shared: shared.clone(),
@@ -187,8 +232,8 @@ pub async fn start(options: GatewayOptions, stores: Stores) -> Result<RunningGat
         )),
     ];
     let mut peer_addr = None;
-    let mut me = None;
-    if let Some((listener, tls, record)) = peer {
+    let mut record = None;
+    if let Some((listener, tls, direct_record)) = direct {
         peer_addr = listener.local_addr().ok();
         let service = PeerServer::new(PeerService {
             shared: shared.clone(),
@@ -204,15 +249,33 @@ pub async fn start(options: GatewayOptions, stores: Stores) -> Result<RunningGat
             stop.clone(),
             kill.clone(),
         )));
+        record = Some(direct_record);
+    }
+    if let Some(relay) = relay {
+        let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
+        tokio::spawn(relay::run(shared.clone(), relay, subscribed_tx));
+        // Announcing before the inbox listens would send peers' calls nowhere;
+        // while the route store is down, the heartbeat announces later anyway.
+        if tokio::time::timeout(RELAY_SUBSCRIBE_WAIT, subscribed)
+            .await
+            .is_err()
+        {
+            tracing::warn!("relay inbox not subscribed yet (route store unavailable?)");
+        }
+        record = Some(ReplicaInfo {
+            id: shared.replica_id.clone(),
+            peer_addr: String::new(),
+            peer_cert_sha256: String::new(),
+            draining: false,
+            started_at_ms: now_ms().max(0) as u64,
+        });
+    }
+    let me = record.clone();
+    if let Some(record) = record {
         // The record goes out before the replica reports itself listening.
         heartbeat::announce(&shared, &record).await;
         heartbeat::refresh_cluster(&shared).await;
-        tokio::spawn(heartbeat::run(
-            shared.clone(),
-            record.clone(),
-            shared.stop.clone(),
-        ));
-        me = Some(record);
+        tokio::spawn(heartbeat::run(shared.clone(), record, shared.stop.clone()));
     }
     info!(
         replica = %shared.replica_id,
@@ -237,7 +300,7 @@ pub async fn start(options: GatewayOptions, stores: Stores) -> Result<RunningGat
 
 type PeerListener = (TcpListener, Option<Arc<rustls::ServerConfig>>, ReplicaInfo);
 
-async fn bind_peer(peer: &PeerOptions, replica_id: &str) -> Result<PeerListener, StartError> {
+async fn bind_peer(peer: &DirectPeering, replica_id: &str) -> Result<PeerListener, StartError> {
     let listener = TcpListener::bind(peer.listen_addr)
         .await
         .map_err(|source| StartError::Bind {
@@ -298,7 +361,11 @@ impl RunningGateway {
         while Instant::now() < deadline
             && (shared.metrics.sessions_open.get() > 0
                 || !shared.pending.is_empty()
-                || !shared.forwarded.is_empty())
+                || !shared.forwarded.is_empty()
+                || shared
+                    .peers
+                    .as_ref()
+                    .is_some_and(|p| p.relayed_streams() > 0))
         {
             poll.tick().await;
         }

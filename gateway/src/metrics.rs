@@ -116,6 +116,14 @@ pub struct Metrics {
     route_lookups: Family<ResultLabels, Counter>,
     route_store_errors: Family<OperationLabels, Counter>,
     pub replicas_live: Gauge,
+    pub relay_streams: Gauge,
+    relay_messages: Family<DirectionLabels, Counter>,
+    relay_resets: Family<ReasonLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
 }
 
 impl Default for Metrics {
@@ -189,6 +197,24 @@ impl Metrics {
             "Live gateway replicas as this replica last saw them, itself included",
             replicas_live.clone(),
         );
+        let relay_streams = Gauge::default();
+        registry.register(
+            "relay_streams",
+            "Session legs this replica carries through the route store (relay mode)",
+            relay_streams.clone(),
+        );
+        let relay_messages = Family::<DirectionLabels, Counter>::default();
+        registry.register(
+            "relay_messages",
+            "Relay messages through the route store, by direction (sent, received)",
+            relay_messages.clone(),
+        );
+        let relay_resets = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "relay_resets",
+            "Relayed session legs ended abnormally, by reason",
+            relay_resets.clone(),
+        );
         // Bind each handle in its own statement: `get_or_create` returns a read
         // guard, and a second call while one is alive would deadlock.
         let bytes_up = bytes
@@ -210,7 +236,24 @@ impl Metrics {
             route_lookups,
             route_store_errors,
             replicas_live,
+            relay_streams,
+            relay_messages,
+            relay_resets,
         }
+    }
+
+    pub fn relay_message(&self, sent: bool) {
+        self.relay_messages
+            .get_or_create(&DirectionLabels {
+                direction: if sent { "sent" } else { "received" },
+            })
+            .inc();
+    }
+
+    pub fn relay_reset(&self, reason: &'static str) {
+        self.relay_resets
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     pub fn splice(&self, path: SplicePath) {

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataMap;
 
 use crate::metrics::{ErrorKind, Metrics};
-use crate::peer::client::PeerClient;
+use crate::peer::Interconnect;
 use crate::refusal::Refusal;
 use crate::registry::{AgentRegistry, ForwardedSessions, PendingSessions};
 use crate::routing::ClusterView;
@@ -65,7 +65,7 @@ pub struct Shared {
     pub forwarded: ForwardedSessions,
     pub cluster: ClusterView,
     /// Calls to other replicas; `None` when this replica runs alone.
-    pub peers: Option<PeerClient>,
+    pub peers: Option<Interconnect>,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
     draining: AtomicBool,
@@ -78,7 +78,8 @@ impl Shared {
         replica_id: String,
         stores: Stores,
         settings: Settings,
-        peers: Option<PeerClient>,
+        peers: Option<Interconnect>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             replica_id,
@@ -88,7 +89,7 @@ impl Shared {
             forwarded: ForwardedSessions::default(),
             cluster: ClusterView::default(),
             peers,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             settings,
             draining: AtomicBool::new(false),
             stop: CancellationToken::new(),

@@ -194,7 +194,7 @@ async fn control_loop(
 }
 
 /// The agent attached here but its user is on another replica: find that
-/// replica and splice the agent's stream to it over the peer link.
+/// replica and splice the agent's stream to it (peer link or relay).
 async fn splice_to_ingress(
     shared: &Arc<Shared>,
     agent: &str,
@@ -262,9 +262,9 @@ async fn splice_to_ingress(
     });
     match peers.splice(&info, session_id, agent, outbound).await {
         Ok(inbound) => {
-            shared.metrics.splice(SplicePath::Peer);
+            shared.metrics.splice(peers.splice_path());
             debug!(%session_id, %ingress, "agent stream spliced to the ingress");
-            Ok(Box::pin(inbound))
+            Ok(inbound)
         }
         Err(status) => {
             if status.code() != tonic::Code::NotFound {

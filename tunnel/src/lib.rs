@@ -11,6 +11,7 @@ pub mod http2;
 pub mod open;
 pub mod peer;
 pub mod pinned;
+pub mod relay;
 pub mod secret;
 pub mod signal;
 pub mod stream;

@@ -59,6 +59,16 @@ impl PeerKey {
         }
     }
 
+    /// HMAC-SHA256 of `data` (relay messages are sealed with it).
+    pub fn tag(&self, data: &[u8]) -> hmac::Tag {
+        hmac::sign(&self.key, data)
+    }
+
+    /// Whether `tag` is `data`'s HMAC, compared in constant time.
+    pub fn verify_tag(&self, data: &[u8], tag: &[u8]) -> bool {
+        hmac::verify(&self.key, data, tag).is_ok()
+    }
+
     /// A token for `replica`, valid for [`TOKEN_LIFETIME`] from `now`.
     pub fn sign(&self, replica: &str, now: SystemTime) -> Secret {
         let body = format!("{PREFIX}{replica}.{}", unix_ms(now + TOKEN_LIFETIME));

@@ -1,5 +1,7 @@
 //! Configuration of a replica that runs with others: peering, from
-//! `POSTERN_PEER_*`, switched on by `POSTERN_REDIS_URL`.
+//! `POSTERN_PEER_*`, switched on by `POSTERN_REDIS_URL`. Replicas either dial
+//! each other's peer port (`POSTERN_PEER_TRANSPORT=direct`, the default) or,
+//! where they cannot (Cloud Run), relay through Redis (`relay`).
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 
@@ -7,7 +9,7 @@ use postern_tunnel::Secret;
 use postern_tunnel::env::{ConfigError, Env};
 use postern_tunnel::peer::{MIN_SECRET_LEN, PeerKey};
 
-use crate::PeerOptions;
+use crate::{DirectPeering, PeerOptions, PeerTransport};
 
 /// Peering is on whenever replicas share a route store; a secret without
 /// Redis is a mistake worth naming rather than ignoring.
@@ -39,6 +41,42 @@ pub fn peer_options(
             ),
         });
     }
+    let key = PeerKey::new(&secret);
+    let transport = match env.optional::<String>("POSTERN_PEER_TRANSPORT")?.as_deref() {
+        None | Some("direct") => PeerTransport::Direct(direct_peering(env, redis_url)?),
+        Some("relay") => {
+            // Settings of the peer port would be silently ignored: say so.
+            for var in DIRECT_ONLY {
+                if env.optional::<String>(var)?.is_some() {
+                    return Err(ConfigError {
+                        var: (*var).into(),
+                        message: "has no effect with POSTERN_PEER_TRANSPORT=relay (replicas do not dial each other); unset it".into(),
+                    });
+                }
+            }
+            PeerTransport::Relay
+        }
+        Some(other) => {
+            return Err(ConfigError {
+                var: "POSTERN_PEER_TRANSPORT".into(),
+                message: format!(
+                    "{other:?} is not a peer transport: use `direct` (replicas dial each other's peer port) or `relay` (through Redis, where replicas cannot dial each other, e.g. Cloud Run)"
+                ),
+            });
+        }
+    };
+    Ok(Some(PeerOptions { key, transport }))
+}
+
+/// Variables that only configure the direct peer port.
+const DIRECT_ONLY: &[&str] = &[
+    "POSTERN_PEER_ADDR",
+    "POSTERN_PEER_ADVERTISE_ADDR",
+    "POSTERN_PEER_TLS_DISABLED",
+    "POSTERN_PEER_CONNECTIONS",
+];
+
+fn direct_peering(env: &Env, redis_url: &Secret) -> Result<DirectPeering, ConfigError> {
     let listen_addr: SocketAddr =
         env.or("POSTERN_PEER_ADDR", SocketAddr::from(([0, 0, 0, 0], 8444)))?;
     let advertise_addr = match env.optional::<String>("POSTERN_PEER_ADVERTISE_ADDR")? {
@@ -73,13 +111,12 @@ pub fn peer_options(
             message: format!("must be between 1 and 64, not {connections_per_peer}"),
         });
     }
-    Ok(Some(PeerOptions {
+    Ok(DirectPeering {
         listen_addr,
         advertise_addr,
-        key: PeerKey::new(&secret),
         tls: !env.flag("POSTERN_PEER_TLS_DISABLED", false)?,
         connections_per_peer,
-    }))
+    })
 }
 
 /// `host:port` of the first node in a `redis://` or `rediss://` URL.
@@ -173,6 +210,34 @@ mod tests {
                 ],
                 Ok(true),
             ),
+            (
+                "relay",
+                vec![
+                    ("POSTERN_REDIS_URL", "redis://127.0.0.1:6379"),
+                    ("POSTERN_PEER_SECRET", SECRET),
+                    ("POSTERN_PEER_TRANSPORT", "relay"),
+                ],
+                Ok(true),
+            ),
+            (
+                "unknown transport",
+                vec![
+                    ("POSTERN_REDIS_URL", "redis://127.0.0.1:6379"),
+                    ("POSTERN_PEER_SECRET", SECRET),
+                    ("POSTERN_PEER_TRANSPORT", "carrier-pigeon"),
+                ],
+                Err("POSTERN_PEER_TRANSPORT"),
+            ),
+            (
+                "peer port setting in relay mode",
+                vec![
+                    ("POSTERN_REDIS_URL", "redis://127.0.0.1:6379"),
+                    ("POSTERN_PEER_SECRET", SECRET),
+                    ("POSTERN_PEER_TRANSPORT", "relay"),
+                    ("POSTERN_PEER_ADDR", "0.0.0.0:9444"),
+                ],
+                Err("POSTERN_PEER_ADDR"),
+            ),
         ];
         for (name, pairs, expected) in cases {
             let env = Env::from_pairs(pairs);
@@ -195,8 +260,11 @@ mod tests {
         ]);
         let redis = env.secret("POSTERN_REDIS_URL");
         let options = peer_options(&env, redis.as_ref()).unwrap().unwrap();
-        assert_eq!(options.advertise_addr.as_deref(), Some("127.0.0.1:9444"));
-        assert!(options.tls);
+        let PeerTransport::Direct(direct) = options.transport else {
+            panic!("direct peering is the default");
+        };
+        assert_eq!(direct.advertise_addr.as_deref(), Some("127.0.0.1:9444"));
+        assert!(direct.tls);
     }
 
     #[test]

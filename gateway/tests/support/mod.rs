@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use postern_agent::{AgentConfig, AgentHandle};
-use postern_gateway::{GatewayOptions, PeerOptions, RunningGateway, Settings, Stores};
+use postern_gateway::{
+    DirectPeering, GatewayOptions, PeerOptions, PeerTransport, RunningGateway, Settings, Stores,
+};
 use postern_state::sqlite::SqliteStore;
 use postern_state::{
     Agent, Connection, ConnectionKind, PolicyStore, Role, RouteStore, UserToken, now_ms,
@@ -45,10 +47,21 @@ pub struct Replicas {
     pub ca_pem: Vec<u8>,
     pub dir: tempfile::TempDir,
     identity: (std::path::PathBuf, std::path::PathBuf),
+    /// Replicas relay through the route store instead of dialing each other.
+    relay: bool,
 }
 
 impl Replicas {
     pub async fn start(count: usize, routes: Arc<dyn RouteStore>) -> Self {
+        Self::start_with(count, routes, false).await
+    }
+
+    /// Replicas in relay mode (`POSTERN_PEER_TRANSPORT=relay`).
+    pub async fn start_relay(count: usize, routes: Arc<dyn RouteStore>) -> Self {
+        Self::start_with(count, routes, true).await
+    }
+
+    async fn start_with(count: usize, routes: Arc<dyn RouteStore>, relay: bool) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_env("POSTERN_TEST_LOG"))
             .with_test_writer()
@@ -79,6 +92,7 @@ impl Replicas {
             ca_pem: std::fs::read(certs.ca_path()).unwrap(),
             identity: (certs.cert_path(), certs.key_path()),
             dir,
+            relay,
         };
         for _ in 0..count {
             replicas.add_replica().await;
@@ -102,11 +116,17 @@ impl Replicas {
                 replica_id: postern_gateway::new_replica_id(),
                 settings: cluster_settings(),
                 peer: Some(PeerOptions {
-                    listen_addr: "127.0.0.1:0".parse().unwrap(),
-                    advertise_addr: None,
                     key: PeerKey::new(&Secret::new(PEER_SECRET.to_owned())),
-                    tls: true,
-                    connections_per_peer: 2,
+                    transport: if self.relay {
+                        PeerTransport::Relay
+                    } else {
+                        PeerTransport::Direct(DirectPeering {
+                            listen_addr: "127.0.0.1:0".parse().unwrap(),
+                            advertise_addr: None,
+                            tls: true,
+                            connections_per_peer: 2,
+                        })
+                    },
                 }),
             },
             stores,

@@ -1,5 +1,6 @@
 //! Replicas as real processes on a real Redis: a replica killed with SIGKILL
-//! under load, a rolling restart with SIGTERM under load, and a Redis outage.
+//! under load, a rolling restart with SIGTERM under load (peer links and relay
+//! mode), and a Redis outage.
 
 mod support;
 
@@ -171,7 +172,28 @@ async fn a_replica_killed_under_load_costs_only_its_own_sessions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rolling_restart_under_load_fails_no_session() {
-    let mut cluster = ProcessCluster::start(3).await;
+    rolling_restart_under_load(ProcessCluster::start(3).await).await;
+}
+
+/// The same in relay mode: replicas never dial each other; sessions that
+/// cross replicas are relayed through Redis, and draining waits for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rolling_restart_in_relay_mode_fails_no_session() {
+    let outcomes = rolling_restart_under_load(ProcessCluster::start_relay(3).await).await;
+    let relayed = outcomes
+        .iter()
+        .filter_map(|o| o.as_ref().ok())
+        .filter(|path| path.ingress != path.via)
+        .count();
+    assert!(
+        relayed > 10,
+        "sessions crossed replicas through the relay: {relayed}"
+    );
+}
+
+async fn rolling_restart_under_load(
+    mut cluster: ProcessCluster,
+) -> Vec<Result<support::SessionPath, String>> {
     let agents = agents(&cluster).await;
     // Users reach the replicas through the balancer, as through an ALB.
     let load = start_load(
@@ -203,6 +225,7 @@ async fn a_rolling_restart_under_load_fails_no_session() {
     for agent in agents {
         agent.stop().await;
     }
+    outcomes
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

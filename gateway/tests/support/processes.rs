@@ -36,10 +36,21 @@ pub struct ProcessCluster {
     pub ca_pem: Vec<u8>,
     certs: DevCertificates,
     pub dir: tempfile::TempDir,
+    /// Replicas relay through Redis (`POSTERN_PEER_TRANSPORT=relay`).
+    relay: bool,
 }
 
 impl ProcessCluster {
     pub async fn start(count: usize) -> Self {
+        Self::start_with(count, false).await
+    }
+
+    /// Replicas that cannot dial each other and relay through Redis.
+    pub async fn start_relay(count: usize) -> Self {
+        Self::start_with(count, true).await
+    }
+
+    async fn start_with(count: usize, relay: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (certs, _) = DevCertificates::load_or_create(&dir.path().join("tls")).unwrap();
         // Opened (and migrated) here first, so replicas never race to migrate.
@@ -67,6 +78,7 @@ impl ProcessCluster {
             ca_pem: std::fs::read(certs.ca_path()).unwrap(),
             certs,
             dir,
+            relay,
         };
         for _ in 0..count {
             cluster.add_replica().await;
@@ -79,13 +91,18 @@ impl ProcessCluster {
         let index = self.gateways.len();
         let log =
             std::fs::File::create(self.dir.path().join(format!("gateway-{index}.log"))).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_postern-gateway"))
-            .env_clear()
+        let mut command = Command::new(env!("CARGO_BIN_EXE_postern-gateway"));
+        command.env_clear();
+        if self.relay {
+            command.env("POSTERN_PEER_TRANSPORT", "relay");
+        } else {
+            command.env("POSTERN_PEER_ADDR", "127.0.0.1:0");
+        }
+        let mut child = command
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("RUST_LOG", "info")
             .env("POSTERN_LISTEN_ADDR", "127.0.0.1:0")
             .env("POSTERN_INTERNAL_ADDR", "127.0.0.1:0")
-            .env("POSTERN_PEER_ADDR", "127.0.0.1:0")
             .env("POSTERN_TLS_CERT", self.certs.cert_path())
             .env("POSTERN_TLS_KEY", self.certs.key_path())
             .env("POSTERN_SQLITE_PATH", self.dir.path().join("postern.db"))

@@ -150,9 +150,20 @@ async fn open_session(
         }
     };
     let passed_on = holder
+        .as_ref()
         .map(|h| format!(" (request passed on by replica {h})"))
         .unwrap_or_default();
-    let attached = tokio::time::timeout(timeout, attached_rx).await;
+    let attached = tokio::select! {
+        attached = tokio::time::timeout(timeout, attached_rx) => attached,
+        gone = holder_gone(&shared, holder.as_deref()) => {
+            shared.pending.remove(&session_id);
+            forget_session(&shared, &session_id);
+            return Err(shared.refuse(Refusal::new(
+                ErrorKind::PeerUnavailable,
+                format!("replica {gone}, which passed the request to agent {:?}, is gone; retry", connection.agent),
+            )));
+        }
+    };
     forget_session(&shared, &session_id);
     let attached = match attached {
         Ok(Ok(Ok(attached))) => attached,
@@ -215,6 +226,22 @@ async fn open_session(
         }
     }
     Ok(response)
+}
+
+/// Resolves (with its id) once the replica that passed a request on drops out
+/// of the live set: its agent tunnel went with it, so waiting out the attach
+/// timeout would only delay the retry. Never resolves for local requests.
+async fn holder_gone(shared: &Shared, holder: Option<&str>) -> String {
+    let Some(holder) = holder else {
+        return std::future::pending().await;
+    };
+    let mut tick = tokio::time::interval(shared.settings.heartbeat_interval);
+    loop {
+        tick.tick().await;
+        if shared.cluster.get(holder).is_none() {
+            return holder.to_owned();
+        }
+    }
 }
 
 /// Response metadata: the replica the user reached, and the one the agent's

@@ -311,3 +311,76 @@ async fn a_redis_outage_keeps_sessions_and_routing_recovers() {
     }
     agent.stop().await;
 }
+
+/// A listener whose accept queue is full: connecting to it hangs, like a
+/// target behind a firewall that drops packets.
+async fn hanging_target() -> (tokio::net::TcpListener, Vec<tokio::net::TcpStream>, String) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut queued = Vec::new();
+    loop {
+        let connect = tokio::net::TcpStream::connect(addr);
+        match tokio::time::timeout(Duration::from_millis(200), connect).await {
+            Ok(Ok(stream)) => queued.push(stream),
+            Ok(Err(e)) => panic!("connect to the hanging target: {e}"),
+            Err(_) => break,
+        }
+        assert!(queued.len() < 64, "the accept queue never filled");
+    }
+    (listener, queued, addr.to_string())
+}
+
+/// The replica that passed a request on is killed before the agent attaches
+/// (it can tell no one): the user hears within about a replica TTL, with a
+/// retryable refusal naming it, instead of waiting out the attach timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_holder_killed_before_the_agent_attaches_fails_the_open_quickly() {
+    let mut cluster = ProcessCluster::start(2).await;
+    let (_listener, _queued, target) = hanging_target().await;
+    let token = cluster.add_agent("slow").await;
+    cluster.add_connection("slow-db", &target, "slow").await;
+    let agent = cluster.spawn_agent(cluster.url(1), token, 1);
+    let holder = cluster.gateway(1).replica.clone();
+    assert_eq!(
+        agent.wait_connected(Duration::from_secs(10)).await,
+        Some(holder.clone())
+    );
+    let routes = postern_state::redis::RedisRouteStore::connect_url(&cluster.redis.url())
+        .await
+        .unwrap();
+    postern_testkit::wait_for(|| async {
+        use postern_state::RouteStore;
+        let held = routes.agent_replicas("slow").await.unwrap_or_default();
+        held.contains(&holder).then_some(())
+    })
+    .await;
+    let url = cluster.url(0);
+    let (ca, user) = (cluster.ca_pem.clone(), cluster.user_token.clone());
+    let open = tokio::spawn(async move {
+        support::open_stream(&url, &ca, &user, "slow-db")
+            .await
+            .map(|_| ())
+    });
+    // The agent is dialing a target that never answers; then its replica dies.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let killed = Instant::now();
+    cluster.kill(1).await;
+    let error = open.await.unwrap().expect_err("the open fails");
+    let waited = killed.elapsed();
+    // Replica TTL 1 s and heartbeats every 200 ms here; the attach timeout is 5 s.
+    assert!(
+        waited < Duration::from_secs(3),
+        "failed only after {waited:?}: {error}"
+    );
+    // The client retried the retryable refusal; by then the agent, whose only
+    // tunnel was on the dead replica, was offline.
+    assert!(error.contains("offline"), "{error}");
+    let log = cluster.log(0);
+    assert!(
+        log.contains(&format!("replica {holder}, which passed the request")),
+        "the ingress refused the first attempt once the holder was gone:\n{log}"
+    );
+    agent.stop().await;
+}

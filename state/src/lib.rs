@@ -90,9 +90,9 @@ pub trait RouteStore: Send + Sync + 'static {
     async fn session_ingress(&self, session_id: &str) -> StoreResult<Option<String>>;
     async fn remove_session(&self, session_id: &str) -> StoreResult<()>;
 
-    /// Sends `message` to `replica`'s inbox. Delivery is at most once: a replica
-    /// that is not subscribed loses it.
-    async fn publish(&self, replica: &str, message: bytes::Bytes) -> StoreResult<()>;
+    /// Sends `message` to `replica`'s inbox and returns how many subscriptions
+    /// received it. Delivery is at most once: with none (0), it is lost.
+    async fn publish(&self, replica: &str, message: bytes::Bytes) -> StoreResult<u64>;
     /// Receives this replica's inbox. Resolves once the subscription is active,
     /// so a message published after it returns is delivered.
     async fn subscribe(&self, replica: &str) -> StoreResult<Inbox>;

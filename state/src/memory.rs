@@ -130,12 +130,13 @@ impl RouteStore for MemoryRouteStore {
         Ok(())
     }
 
-    async fn publish(&self, replica: &str, message: Bytes) -> StoreResult<()> {
+    async fn publish(&self, replica: &str, message: Bytes) -> StoreResult<u64> {
         let mut routes = self.routes();
-        if let Some(subscribers) = routes.inboxes.get_mut(replica) {
-            subscribers.retain(|tx| tx.send(message.clone()).is_ok());
-        }
-        Ok(())
+        let Some(subscribers) = routes.inboxes.get_mut(replica) else {
+            return Ok(0);
+        };
+        subscribers.retain(|tx| tx.send(message.clone()).is_ok());
+        Ok(subscribers.len() as u64)
     }
 
     async fn subscribe(&self, replica: &str) -> StoreResult<Inbox> {

@@ -87,16 +87,17 @@ impl Relay {
         lock(&self.streams).len()
     }
 
-    async fn send(&self, to: &str, kind: Kind) -> StoreResult<()> {
+    /// Publishes to `to`'s inbox; returns whether anyone there listened.
+    async fn send(&self, to: &str, kind: Kind) -> StoreResult<bool> {
         let envelope = RelayEnvelope {
             from_replica: self.replica_id.clone(),
             sent_at_ms: 0,
             kind: Some(kind),
         };
         let message = postern_tunnel::relay::seal(&self.key, envelope, SystemTime::now());
-        self.routes.publish(to, message).await?;
+        let received = self.routes.publish(to, message).await?;
         self.metrics.relay_message(true);
-        Ok(())
+        Ok(received > 0)
     }
 
     /// Sends without waiting, after everything posted before.
@@ -113,12 +114,19 @@ impl Relay {
             kind: Some(kind),
         };
         let answer = async {
-            self.send(&to.id, Kind::Call(call)).await.map_err(|e| {
+            let heard = self.send(&to.id, Kind::Call(call)).await.map_err(|e| {
                 Status::unavailable(format!(
                     "cannot reach replica {} through the relay: {e}",
                     to.id
                 ))
             })?;
+            // Nobody subscribed to its inbox: no answer will ever come.
+            if !heard {
+                return Err(Status::unavailable(format!(
+                    "replica {} is not listening to its relay inbox",
+                    to.id
+                )));
+            }
             rx.await
                 .map_err(|_| Status::unavailable("the relay stopped"))
         };

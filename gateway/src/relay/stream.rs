@@ -323,9 +323,18 @@ where
             end: ended,
         };
         seq += 1;
-        if let Err(e) = relay.send(&state.peer, Kind::Data(data)).await {
-            relay.reset_stream(&state, "publish_failed", &format!("cannot publish: {e}"));
-            return;
+        match relay.send(&state.peer, Kind::Data(data)).await {
+            Ok(true) => {}
+            // The peer's inbox subscription is gone: so is this message.
+            Ok(false) => {
+                let detail = format!("replica {} is not listening to its relay inbox", state.peer);
+                relay.reset_stream(&state, "lost", &detail);
+                return;
+            }
+            Err(e) => {
+                relay.reset_stream(&state, "publish_failed", &format!("cannot publish: {e}"));
+                return;
+            }
         }
     }
     match failure {

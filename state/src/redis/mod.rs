@@ -256,7 +256,7 @@ impl RouteStore for RedisRouteStore {
             .await
     }
 
-    async fn publish(&self, replica: &str, message: Bytes) -> StoreResult<()> {
+    async fn publish(&self, replica: &str, message: Bytes) -> StoreResult<u64> {
         self.commands
             .query_once_sent(
                 redis::cmd("SPUBLISH")

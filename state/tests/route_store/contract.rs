@@ -220,24 +220,27 @@ async fn next(inbox: &mut Inbox) -> Bytes {
 }
 
 async fn inboxes_deliver_in_order_to_their_replica_only(store: &dyn RouteStore) {
-    // Nobody listens: the message is dropped, not an error.
-    store
+    // Nobody listens: the message is dropped, not an error, and the caller
+    // can tell.
+    let received = store
         .publish("nobody", Bytes::from_static(b"lost"))
         .await
         .unwrap();
+    assert_eq!(received, 0);
 
     let mut r1 = store.subscribe("r1").await.unwrap();
     let mut r1_again = store.subscribe("r1").await.unwrap();
     let mut r2 = store.subscribe("r2").await.unwrap();
-    store
+    let received = store
         .publish("r2", Bytes::from_static(b"for r2"))
         .await
         .unwrap();
+    assert_eq!(received, 1, "one subscription to r2");
     let messages: Vec<Bytes> = (0..100u8)
         .map(|i| Bytes::from(vec![i, 0xff, b'\n', 0]))
         .collect();
     for message in &messages {
-        store.publish("r1", message.clone()).await.unwrap();
+        assert_eq!(store.publish("r1", message.clone()).await.unwrap(), 2);
     }
     for message in &messages {
         assert_eq!(&next(&mut r1).await, message);

@@ -181,7 +181,10 @@ async fn single_redis_outage_fails_fast_and_the_store_recovers() {
         let started = Instant::now();
         let failures = [
             store.session_ingress("before").await.map(drop),
-            store.publish("r1", Bytes::from_static(b"lost")).await,
+            store
+                .publish("r1", Bytes::from_static(b"lost"))
+                .await
+                .map(drop),
             store.subscribe("r1").await.map(drop),
             store
                 .announce_agents(&["a1".into(), "a2".into()], "r1", Duration::from_secs(60))

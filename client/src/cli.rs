@@ -65,10 +65,23 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
-    /// Recent audit events (admin).
+    /// Recent audit events, newest first (admin): admin changes, sessions and
+    /// every statement run through a protocol-aware connection.
     Audit {
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        /// Only what this person did.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only this session's events.
+        #[arg(long)]
+        session: Option<String>,
+        /// Only events about this connection.
+        #[arg(long)]
+        connection: Option<String>,
+        /// Only statements.
+        #[arg(long)]
+        statements: bool,
     },
 }
 
@@ -264,15 +277,34 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 );
             }
         }
-        Command::Audit { limit } => {
-            let events: Vec<Value> = client()?.get(&format!("/v1/audit?limit={limit}")).await?;
+        Command::Audit {
+            limit,
+            user,
+            session,
+            connection,
+            statements,
+        } => {
+            let mut query = format!("/v1/audit?limit={limit}");
+            let action = statements.then(|| "sql.".to_owned());
+            for (name, value) in [
+                ("user", user),
+                ("session", session),
+                ("connection", connection),
+                ("action", action),
+            ] {
+                if let Some(value) = value {
+                    query.push_str(&format!("&{name}={}", url_encode(&value)));
+                }
+            }
+            let events: Vec<Value> = client()?.get(&query).await?;
             for e in events {
                 println!(
-                    "{} {} {} {} {} {}",
+                    "{} {} {} {} {} {} {}",
                     e["at_ms"],
                     e["actor"].as_str().unwrap_or("?"),
                     e["action"].as_str().unwrap_or("?"),
                     e["target"].as_str().unwrap_or("?"),
+                    e["session_id"].as_str().unwrap_or("-"),
                     e["outcome"].as_str().unwrap_or("?"),
                     e["detail"].as_str().unwrap_or("")
                 );
@@ -363,4 +395,17 @@ async fn connect(name: String, addr: SocketAddr) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => {}
     }
     Ok(())
+}
+
+/// Percent-encodes a query parameter value (RFC 3986 unreserved kept).
+fn url_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -354,14 +354,31 @@ async fn list_sessions(
     Ok(Json(json!(sessions)))
 }
 
+/// `GET /v1/audit?user=&session=&connection=&action=&limit=`: each given
+/// filter must match; `action` is a prefix (`sql.` for statements).
+#[derive(Deserialize)]
+struct AuditFilter {
+    user: Option<String>,
+    session: Option<String>,
+    connection: Option<String>,
+    action: Option<String>,
+    limit: Option<u32>,
+}
+
 async fn list_audit(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
-    Query(query): Query<Limit>,
+    Query(filter): Query<AuditFilter>,
 ) -> ApiResult<Json<serde_json::Value>> {
     admin(&shared, &headers).await?;
-    let limit = query.limit.unwrap_or(100).min(10_000);
-    let events = shared.stored(shared.stores.audit.events(limit).await)?;
+    let query = postern_state::AuditQuery {
+        actor: filter.user,
+        session_id: filter.session,
+        target: filter.connection,
+        action_prefix: filter.action,
+        limit: filter.limit.unwrap_or(100).min(10_000),
+    };
+    let events = shared.stored(shared.stores.audit.events(&query).await)?;
     Ok(Json(json!(events)))
 }
 

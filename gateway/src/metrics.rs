@@ -40,6 +40,8 @@ pub enum ErrorKind {
     StreamError,
     PeerUnauthenticated,
     PeerUnavailable,
+    /// An audit event could not be written.
+    AuditUnavailable,
 }
 
 impl ErrorKind {
@@ -58,6 +60,7 @@ impl ErrorKind {
             ErrorKind::StreamError => "stream_error",
             ErrorKind::PeerUnauthenticated => "peer_unauthenticated",
             ErrorKind::PeerUnavailable => "peer_unavailable",
+            ErrorKind::AuditUnavailable => "audit_unavailable",
         }
     }
 }
@@ -119,6 +122,7 @@ pub struct Metrics {
     pub relay_streams: Gauge,
     relay_messages: Family<DirectionLabels, Counter>,
     relay_resets: Family<ReasonLabels, Counter>,
+    statements: Family<OutcomeLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -215,6 +219,12 @@ impl Metrics {
             "Relayed session legs ended abnormally, by reason",
             relay_resets.clone(),
         );
+        let statements = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "statements",
+            "Statements agents reported on sessions entering here, by outcome (ok, error, blocked)",
+            statements.clone(),
+        );
         // Bind each handle in its own statement: `get_or_create` returns a read
         // guard, and a second call while one is alive would deadlock.
         let bytes_up = bytes
@@ -239,7 +249,20 @@ impl Metrics {
             relay_streams,
             relay_messages,
             relay_resets,
+            statements,
         }
+    }
+
+    pub fn statement(&self, outcome: &str) {
+        let outcome = match outcome {
+            "ok" => "ok",
+            "error" => "error",
+            "blocked" => "blocked",
+            _ => "unknown",
+        };
+        self.statements
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     pub fn relay_message(&self, sent: bool) {

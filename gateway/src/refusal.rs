@@ -35,6 +35,7 @@ impl Refusal {
             ErrorKind::StoreUnavailable => Code::Unavailable,
             ErrorKind::AttachTimeout => Code::DeadlineExceeded,
             ErrorKind::StreamError => Code::Aborted,
+            ErrorKind::AuditUnavailable => Code::Unavailable,
         }
     }
 
@@ -50,7 +51,8 @@ impl Refusal {
             | ErrorKind::Draining
             | ErrorKind::StoreUnavailable
             | ErrorKind::PeerUnavailable
-            | ErrorKind::StreamError => StatusCode::SERVICE_UNAVAILABLE,
+            | ErrorKind::StreamError
+            | ErrorKind::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

@@ -6,12 +6,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::{Stream, StreamExt};
-use postern_state::{PolicyStore, SessionEnd, now_ms};
+use postern_state::{AuditEvent, AuditSink, PolicyStore, SessionEnd, now_ms};
 use postern_tunnel::frame::payload_len;
-use postern_tunnel::proto::Frame;
 use postern_tunnel::proto::frame::Kind;
+use postern_tunnel::proto::{Frame, StatementAudit};
 use tonic::Status;
-use tracing::{Span, info, warn};
+use tracing::{Span, error, info, warn};
 
 use crate::metrics::{Direction, ErrorKind, Metrics};
 
@@ -30,7 +30,16 @@ pub struct SessionTracker {
     error: Mutex<Option<String>>,
     metrics: Arc<Metrics>,
     policy: Arc<dyn PolicyStore>,
+    audit: StatementRecorder,
     span: Span,
+}
+
+/// Writes the statements an agent reports under the session's identity,
+/// which only the ingress knows: the agent cannot name (or spoof) a user.
+pub struct StatementRecorder {
+    pub user: String,
+    pub connection: String,
+    pub sink: Arc<dyn AuditSink>,
 }
 
 impl SessionTracker {
@@ -38,6 +47,7 @@ impl SessionTracker {
         id: String,
         metrics: Arc<Metrics>,
         policy: Arc<dyn PolicyStore>,
+        audit: StatementRecorder,
         span: Span,
     ) -> Self {
         Self {
@@ -50,7 +60,51 @@ impl SessionTracker {
             error: Mutex::new(None),
             metrics,
             policy,
+            audit,
             span,
+        }
+    }
+
+    /// Records one statement the agent reported, in the background; a failed
+    /// write is logged and counted, never silently dropped.
+    fn record_statement(&self, statement: StatementAudit) {
+        let outcome = match statement.outcome.as_str() {
+            "ok" | "error" | "blocked" => statement.outcome.clone(),
+            _ => "unknown".to_owned(),
+        };
+        let event = AuditEvent {
+            at_ms: now_ms(),
+            actor: self.audit.user.clone(),
+            action: "sql.statement".to_owned(),
+            target: self.audit.connection.clone(),
+            outcome,
+            detail: serde_json::json!({
+                "statement": statement.statement,
+                "parameters": statement.parameters,
+                "parameter_values": statement.parameter_values,
+                "error_code": statement.error_code,
+                "error_message": statement.error_message,
+                "rule": statement.rule,
+                "rows": statement.rows,
+                "duration_us": statement.duration_us,
+                "masked_columns": statement.masked_columns,
+            })
+            .to_string(),
+            session_id: Some(self.id.clone()),
+        };
+        self.metrics.statement(&event.outcome);
+        let sink = self.audit.sink.clone();
+        let metrics = self.metrics.clone();
+        let span = self.span.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = sink.record(&event).await {
+                    metrics.error(ErrorKind::AuditUnavailable);
+                    span.in_scope(
+                        || error!(error = %e, ?event, "cannot write a statement's audit event"),
+                    );
+                }
+            });
         }
     }
 
@@ -128,8 +182,24 @@ where
         Direction::Up => tracker.metrics.bytes_up.clone(),
         Direction::Down => tracker.metrics.bytes_down.clone(),
     };
-    Box::pin(inbound.map(move |item| {
+    Box::pin(inbound.filter_map(move |item| {
         match &item {
+            Ok(Frame {
+                kind: Some(Kind::Audit(statement)),
+            }) => {
+                // Only the agent's leg reports statements; from the user's
+                // side one is an attempt to forge the audit trail.
+                match direction {
+                    Direction::Down => tracker.record_statement(statement.clone()),
+                    Direction::Up => {
+                        tracker.metrics.error(ErrorKind::BadRequest);
+                        tracker
+                            .span
+                            .in_scope(|| warn!("dropped an audit frame sent by the user's side"));
+                    }
+                }
+                return futures::future::ready(None);
+            }
             Ok(Frame {
                 kind: Some(Kind::Close(close)),
             }) => tracker.closed(direction, close),
@@ -146,6 +216,6 @@ where
             }
             Err(status) => tracker.fail(format!("{:?}: {}", status.code(), status.message())),
         }
-        item
+        futures::future::ready(Some(item))
     }))
 }

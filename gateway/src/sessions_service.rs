@@ -17,7 +17,7 @@ use crate::metrics::{Direction, ErrorKind};
 use crate::refusal::Refusal;
 use crate::registry::PendingSession;
 use crate::routing::holder_candidates;
-use crate::session::{FrameResponse, SessionTracker, counted};
+use crate::session::{FrameResponse, SessionTracker, StatementRecorder, counted};
 use crate::shared::Shared;
 
 pub struct SessionsService {
@@ -81,6 +81,11 @@ async fn open_session(
         session_id.clone(),
         shared.metrics.clone(),
         shared.stores.policy.clone(),
+        StatementRecorder {
+            user: user.user.clone(),
+            connection: connection.name.clone(),
+            sink: shared.stores.audit.clone(),
+        },
         tracing::Span::current(),
     ));
     let timeout = shared.settings.session_open_timeout;

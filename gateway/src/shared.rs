@@ -220,6 +220,7 @@ impl Shared {
             target: target.to_owned(),
             outcome: outcome.to_owned(),
             detail,
+            session_id: None,
         };
         if let Err(e) = self.stores.audit.record(&event).await {
             tracing::error!(error = %e, ?event, "cannot write audit event");

@@ -125,6 +125,6 @@ pub trait PolicyStore: Send + Sync + 'static {
 #[async_trait]
 pub trait AuditSink: Send + Sync + 'static {
     async fn record(&self, event: &AuditEvent) -> StoreResult<()>;
-    /// Most recent events first.
-    async fn events(&self, limit: u32) -> StoreResult<Vec<AuditEvent>>;
+    /// Events matching `query`, most recent first.
+    async fn events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
 }

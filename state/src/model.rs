@@ -118,9 +118,23 @@ pub struct AuditEvent {
     pub action: String,
     /// What it was done to: a connection, agent or session id.
     pub target: String,
-    /// `ok`, `denied`, `error`.
+    /// `ok`, `denied`, `error` (statements: `ok`, `error`, `blocked`).
     pub outcome: String,
     pub detail: String,
+    /// The session the event belongs to (statements run in a session).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+}
+
+/// Which audit events to read; every set field must match. Newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditQuery {
+    pub actor: Option<String>,
+    pub session_id: Option<String>,
+    pub target: Option<String>,
+    /// `sql.` matches every statement event.
+    pub action_prefix: Option<String>,
+    pub limit: u32,
 }
 
 /// Names of connections, agents and users: short, printable, no surprises in URLs.

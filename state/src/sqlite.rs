@@ -12,7 +12,8 @@ use crate::model::*;
 use crate::{AuditSink, PolicyStore, StoreError, StoreResult};
 
 /// Schema migrations, applied in order; an applied one is never edited, only followed.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE connections (
     name TEXT PRIMARY KEY,
     kind TEXT NOT NULL,
@@ -53,7 +54,13 @@ CREATE TABLE audit_events (
     outcome TEXT NOT NULL,
     detail TEXT NOT NULL
 );
-"#];
+"#,
+    r#"
+ALTER TABLE audit_events ADD COLUMN session_id TEXT;
+CREATE INDEX audit_by_session ON audit_events (session_id, seq);
+CREATE INDEX audit_by_actor ON audit_events (actor, seq);
+"#,
+];
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -397,7 +404,7 @@ impl PolicyStore for SqliteStore {
 impl AuditSink for SqliteStore {
     async fn record(&self, e: &AuditEvent) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO audit_events (at_ms, actor, action, target, outcome, detail) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO audit_events (at_ms, actor, action, target, outcome, detail, session_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(e.at_ms)
         .bind(&e.actor)
@@ -405,30 +412,48 @@ impl AuditSink for SqliteStore {
         .bind(&e.target)
         .bind(&e.outcome)
         .bind(&e.detail)
+        .bind(&e.session_id)
         .execute(&self.pool)
         .await
         .map_err(backend)?;
         Ok(())
     }
 
-    async fn events(&self, limit: u32) -> StoreResult<Vec<AuditEvent>> {
-        Ok(
-            sqlx::query("SELECT * FROM audit_events ORDER BY seq DESC LIMIT ?")
-                .bind(limit as i64)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(backend)?
-                .iter()
-                .map(|row| AuditEvent {
-                    at_ms: row.get("at_ms"),
-                    actor: row.get("actor"),
-                    action: row.get("action"),
-                    target: row.get("target"),
-                    outcome: row.get("outcome"),
-                    detail: row.get("detail"),
-                })
-                .collect(),
+    async fn events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
+        // Unset filters match everything: `? IS NULL OR column = ?`.
+        let prefix = query.action_prefix.as_ref().map(|p| {
+            format!(
+                "{}%",
+                p.replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_")
+            )
+        });
+        Ok(sqlx::query(
+            "SELECT * FROM audit_events \
+             WHERE (?1 IS NULL OR actor = ?1) AND (?2 IS NULL OR session_id = ?2) \
+             AND (?3 IS NULL OR target = ?3) AND (?4 IS NULL OR action LIKE ?4 ESCAPE '\\') \
+             ORDER BY seq DESC LIMIT ?5",
         )
+        .bind(&query.actor)
+        .bind(&query.session_id)
+        .bind(&query.target)
+        .bind(prefix)
+        .bind(query.limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(|row| AuditEvent {
+            at_ms: row.get("at_ms"),
+            actor: row.get("actor"),
+            action: row.get("action"),
+            target: row.get("target"),
+            outcome: row.get("outcome"),
+            detail: row.get("detail"),
+            session_id: row.get("session_id"),
+        })
+        .collect())
     }
 }
 
@@ -546,9 +571,91 @@ mod tests {
             target: "pg".into(),
             outcome: "ok".into(),
             detail: String::new(),
+            session_id: None,
         };
         store.record(&event).await.unwrap();
-        assert_eq!(store.events(5).await.unwrap(), vec![event]);
+        let all = |limit| AuditQuery {
+            limit,
+            ..AuditQuery::default()
+        };
+        assert_eq!(store.events(&all(5)).await.unwrap(), vec![event.clone()]);
+
+        let statement = |actor: &str, session: &str, n: i64| AuditEvent {
+            at_ms: n,
+            actor: actor.into(),
+            action: "sql.statement".into(),
+            target: "pg".into(),
+            outcome: "ok".into(),
+            detail: format!("statement {n}"),
+            session_id: Some(session.into()),
+        };
+        for (n, (actor, session)) in [
+            ("alice", "s1"),
+            ("bob", "s2"),
+            ("alice", "s1"),
+            ("alice", "s3"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            store
+                .record(&statement(actor, session, n as i64 + 2))
+                .await
+                .unwrap();
+        }
+        let details = |events: Vec<AuditEvent>| -> Vec<String> {
+            events.into_iter().map(|e| e.detail).collect()
+        };
+        let cases: Vec<(AuditQuery, Vec<&str>)> = vec![
+            (
+                AuditQuery {
+                    session_id: Some("s1".into()),
+                    limit: 10,
+                    ..AuditQuery::default()
+                },
+                vec!["statement 4", "statement 2"],
+            ),
+            (
+                AuditQuery {
+                    actor: Some("alice".into()),
+                    action_prefix: Some("sql.".into()),
+                    limit: 10,
+                    ..AuditQuery::default()
+                },
+                vec!["statement 5", "statement 4", "statement 2"],
+            ),
+            (
+                AuditQuery {
+                    actor: Some("alice".into()),
+                    limit: 10,
+                    ..AuditQuery::default()
+                },
+                vec!["statement 5", "statement 4", "statement 2", ""],
+            ),
+            (
+                AuditQuery {
+                    action_prefix: Some("sql_".into()),
+                    limit: 10,
+                    ..AuditQuery::default()
+                },
+                vec![],
+            ),
+            (
+                AuditQuery {
+                    target: Some("pg".into()),
+                    limit: 2,
+                    ..AuditQuery::default()
+                },
+                vec!["statement 5", "statement 4"],
+            ),
+        ];
+        for (query, expected) in cases {
+            assert_eq!(
+                details(store.events(&query).await.unwrap()),
+                expected,
+                "{query:?}"
+            );
+        }
     }
 
     #[tokio::test]

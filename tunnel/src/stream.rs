@@ -226,7 +226,7 @@ where
                             ));
                         }
                     }
-                    Some(Kind::Ack(_) | Kind::Keepalive(_)) | None => {}
+                    Some(Kind::Ack(_) | Kind::Keepalive(_) | Kind::Audit(_)) | None => {}
                 }
             }
             match socket_write.shutdown().await {
@@ -345,7 +345,7 @@ where
                         )));
                     }
                 }
-                Some(Kind::Ack(_) | Kind::Keepalive(_)) | None => {}
+                Some(Kind::Ack(_) | Kind::Keepalive(_) | Kind::Audit(_)) | None => {}
             }
         }
     }

@@ -74,7 +74,7 @@ mod parameter_status;
 mod parse_complete;
 mod portal_suspended;
 mod ready_for_query;
-mod row_description;
+pub(crate) mod row_description;
 
 pub use authentication::Authentication;
 pub use backend_key_data::BackendKeyData;

@@ -174,3 +174,62 @@ impl BackendMessage {
         })
     }
 }
+
+impl FrontendMessage {
+    /// Encodes the message whole, as `parse` read it.
+    pub fn encode(&self) -> Bytes {
+        match self {
+            Self::Startup(m) => m.encode(),
+            Self::SslRequest => SslRequest.encode(),
+            Self::GssEncRequest => GssEncRequest.encode(),
+            Self::CancelRequest(m) => m.encode(),
+            Self::Password(body) => SaslResponse { data: body.clone() }.encode(),
+            Self::Query(m) => m.encode(),
+            Self::Parse(m) => m.encode(),
+            Self::Bind(m) => m.encode(),
+            Self::Describe(m) => m.encode(),
+            Self::Execute(m) => m.encode(),
+            Self::Sync => Sync.encode(),
+            Self::Flush => Flush.encode(),
+            Self::Close(m) => m.encode(),
+            Self::CopyData(m) => m.encode(),
+            Self::CopyDone => CopyDone.encode(),
+            Self::CopyFail(m) => m.encode(),
+            Self::FunctionCall(m) => m.encode(),
+            Self::Terminate => Terminate.encode(),
+        }
+    }
+}
+
+impl BackendMessage {
+    /// Encodes the message whole, as `parse` read it.
+    pub fn encode(&self) -> Bytes {
+        match self {
+            Self::EncryptionResponse(byte) => Bytes::copy_from_slice(&[*byte]),
+            Self::Authentication(m) => m.encode(),
+            Self::ParameterStatus(m) => m.encode(),
+            Self::BackendKeyData(m) => m.encode(),
+            Self::ReadyForQuery(m) => m.encode(),
+            Self::RowDescription(m) => m.encode(),
+            Self::DataRow(m) => m.encode(),
+            Self::CommandComplete(m) => m.encode(),
+            Self::EmptyQueryResponse => EmptyQueryResponse.encode(),
+            Self::ErrorResponse(m) => m.encode(),
+            Self::NoticeResponse(m) => m.encode(),
+            Self::ParseComplete => ParseComplete.encode(),
+            Self::BindComplete => BindComplete.encode(),
+            Self::CloseComplete => CloseComplete.encode(),
+            Self::NoData => NoData.encode(),
+            Self::ParameterDescription(m) => m.encode(),
+            Self::PortalSuspended => PortalSuspended.encode(),
+            Self::CopyInResponse(m) => m.encode(),
+            Self::CopyOutResponse(m) => m.encode(),
+            Self::CopyBothResponse(m) => m.encode(),
+            Self::CopyData(m) => m.encode(),
+            Self::CopyDone => CopyDone.encode(),
+            Self::NotificationResponse(m) => m.encode(),
+            Self::NegotiateProtocolVersion(m) => m.encode(),
+            Self::FunctionCallResponse(m) => m.encode(),
+        }
+    }
+}

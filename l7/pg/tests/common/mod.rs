@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use postern_l7_pg::session::{Action, Event, Outcome, Phase, Protocol, Session};
+use postern_l7_pg::session::{
+    Action, AuditOnly, Event, Hooks, Outcome, Phase, Protocol, Session, SessionOptions,
+};
 use postern_l7_pg::{
     BackendDecoder, BackendMessage, FrontendDecoder, FrontendMessage, Limits, Message, Tag,
 };
@@ -157,6 +159,16 @@ pub struct Relay {
 
 impl Relay {
     pub async fn start(target: (String, u16)) -> Relay {
+        Self::start_with(target, || AuditOnly).await
+    }
+
+    /// A relay whose sessions use hooks made by `hooks`.
+    pub async fn start_with<H, F>(target: (String, u16), hooks: F) -> Relay
+    where
+        H: Hooks + Send + 'static,
+        F: Fn() -> H + Send + Sync + 'static,
+    {
+        let hooks = Arc::new(hooks);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let records = Arc::new(Mutex::new(Vec::new()));
@@ -165,8 +177,9 @@ impl Relay {
             while let Ok((client, _)) = listener.accept().await {
                 let target = target.clone();
                 let kept = kept.clone();
+                let session = Session::new(hooks(), SessionOptions::default());
                 tokio::spawn(async move {
-                    let record = relay(client, target).await;
+                    let record = relay(client, target, session).await;
                     kept.lock().unwrap().push(record);
                 });
             }
@@ -203,13 +216,16 @@ impl Drop for Relay {
     }
 }
 
-async fn relay(client: TcpStream, target: (String, u16)) -> Record {
+async fn relay<H: Hooks>(
+    client: TcpStream,
+    target: (String, u16),
+    mut session: Session<H>,
+) -> Record {
     let server = TcpStream::connect((target.0.as_str(), target.1))
         .await
         .expect("connect to postgres");
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
-    let mut session = Session::default();
     let mut record = Record::default();
     let (mut from_client, mut from_server) = (BytesMut::new(), BytesMut::new());
     let (mut client_open, mut server_open) = (true, true);

@@ -13,6 +13,11 @@ pub const MAX_STARTUP_PACKET_LEN: usize = 10_000;
 /// up to 1 GiB; rows or COPY chunks bigger than this end the session.
 pub const DEFAULT_MAX_MESSAGE_LEN: usize = 64 * 1024 * 1024;
 
+/// How much room a decoder reserves ahead for a message still arriving: a
+/// peer that declares a large length but sends slowly makes us hold only
+/// what it actually sent, not what it declared.
+const RESERVE_AHEAD: usize = 64 * 1024;
+
 /// Which side sent a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {
@@ -130,8 +135,8 @@ impl FrontendDecoder {
     }
 
     /// Takes one whole message off the front of `buf`, or `None` if more
-    /// bytes are needed (then reserves room for the rest of the message,
-    /// only once its length has passed the limits).
+    /// bytes are needed (then reserves some room for the rest, only once its
+    /// length has passed the limits).
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, ProtocolError> {
         match self.state {
             FrontendState::Typed => {
@@ -288,7 +293,7 @@ fn decode_typed(
         });
     }
     if buf.len() < len + 1 {
-        buf.reserve(len + 1 - buf.len());
+        buf.reserve((len + 1 - buf.len()).min(RESERVE_AHEAD));
         return Ok(None);
     }
     Ok(Some(Message {

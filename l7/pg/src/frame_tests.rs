@@ -180,3 +180,13 @@ fn nothing_may_follow_a_cancel_request() {
         })
     );
 }
+
+#[test]
+fn a_declared_length_alone_does_not_make_us_hold_that_much() {
+    let mut decoder = BackendDecoder::new(Limits::default());
+    let mut buf = BytesMut::new();
+    buf.put_u8(b'D');
+    buf.put_i32(60 * 1024 * 1024);
+    assert_eq!(decoder.decode(&mut buf).unwrap(), None);
+    assert!(buf.capacity() < 1 << 20, "reserved {}", buf.capacity());
+}

@@ -127,6 +127,8 @@ impl<H: Hooks> Session<H> {
                 }
                 self.pending.push_back(Pending::Close);
             }
+            // The server ignores Sync and Flush during COPY IN.
+            b'S' if matches!(self.copy, Some(Copy::In | Copy::Both)) => {}
             b'S' => self.pending.push_back(Pending::Sync),
             b'F' => return self.function_call(message, out),
             b'X' => return self.terminate(message, out),

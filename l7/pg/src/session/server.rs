@@ -284,6 +284,15 @@ impl<H: Hooks> Session<H> {
 
     fn enter_copy(&mut self, copy: Copy) -> bool {
         self.copy = Some(copy);
+        // A Sync pipelined right behind an Execute that starts COPY IN was
+        // read, and ignored, by the server in copy mode: it gets no answer
+        // (libpq sends another after CopyDone).
+        if copy != Copy::Out
+            && matches!(self.pending.front(), Some(Pending::Execute(_)))
+            && matches!(self.pending.get(1), Some(Pending::Sync))
+        {
+            self.pending.remove(1);
+        }
         true
     }
 

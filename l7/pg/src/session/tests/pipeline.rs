@@ -251,6 +251,40 @@ fn copy_in_and_out_phases() {
 }
 
 #[test]
+fn copy_through_the_extended_protocol_with_syncs_the_server_ignores() {
+    let mut script = Script::ready(AuditOnly);
+    // As libpq sends it: the whole batch, then data, CopyDone and a second Sync.
+    script.client(&[
+        parse("", "copy t from stdin"),
+        bind("", "", &[]),
+        execute(""),
+        Sync.encode(),
+    ]);
+    script.server(&[
+        ParseComplete.encode(),
+        BindComplete.encode(),
+        CopyInResponse::default().encode(),
+    ]);
+    assert_eq!(script.session.phase(), Phase::CopyIn);
+    script.client(&[
+        CopyData {
+            data: Bytes::from_static(b"1\n"),
+        }
+        .encode(),
+        CopyDone.encode(),
+        Sync.encode(),
+    ]);
+    script.server(&[CommandComplete::new("COPY 1").encode(), idle()]);
+    assert_eq!(script.session.phase(), Phase::Ready);
+    assert_eq!(script.session.in_flight(), 0);
+    script.client(&[Query::new("select 1").encode()]);
+    script.server(&[CommandComplete::new("SELECT 1").encode(), idle()]);
+    let outcomes: Vec<_> = script.finished().into_iter().map(|f| (f.1, f.2)).collect();
+    assert_eq!(outcomes, [(Outcome::Ok, 1), (Outcome::Ok, 1)]);
+    assert_eq!(script.session.phase(), Phase::Ready);
+}
+
+#[test]
 fn parameters_are_recorded_only_when_asked() {
     let mut session = Session::new(
         AuditOnly,

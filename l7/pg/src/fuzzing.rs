@@ -100,17 +100,16 @@ fn run<H: Hooks>(session: &mut Session<H>, chunks: &[(bool, &[u8])], faithful: b
     let (mut to_server, mut to_client) = (Vec::new(), Vec::new());
     let mut events = 0;
     for (client, chunk) in chunks {
+        let mut actions = Vec::new();
         let result = if *client {
             client_fed.extend_from_slice(chunk);
             from_client.extend_from_slice(chunk);
-            session.on_client_bytes(&mut from_client)
+            session.on_client_bytes(&mut from_client, &mut actions)
         } else {
             server_fed.extend_from_slice(chunk);
             from_server.extend_from_slice(chunk);
-            session.on_server_bytes(&mut from_server)
+            session.on_server_bytes(&mut from_server, &mut actions)
         };
-        // A real session ends at its first protocol error.
-        let Ok(actions) = result else { return events };
         for action in actions {
             match action {
                 Action::ToServer(bytes) => to_server.extend_from_slice(&bytes),
@@ -121,6 +120,10 @@ fn run<H: Hooks>(session: &mut Session<H>, chunks: &[(bool, &[u8])], faithful: b
                     }
                 }
             }
+        }
+        // A real session ends at its first protocol error.
+        if result.is_err() {
+            return events;
         }
         if faithful {
             let consumed = client_fed.len() - from_client.len();

@@ -7,6 +7,32 @@
 //!   audit events, guardrail and row-rewriting hooks.
 //! - [`auth`]: login helpers (SCRAM-SHA-256, md5, cleartext) for the agent's
 //!   own connection to the database.
+//!
+//! A relay runs one [`session::Session`] per connection and feeds it what each
+//! side sends; it writes what the actions say, in order:
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use postern_l7_pg::messages::{ErrorResponse, Query, StartupMessage, WireMessage};
+//! use postern_l7_pg::session::{Action, AuditOnly, Session, SessionOptions};
+//!
+//! let mut session = Session::new(AuditOnly, SessionOptions::default());
+//! let mut from_client = BytesMut::new();
+//! from_client.extend_from_slice(&StartupMessage::new(vec![("user".into(), "alice".into())]).encode());
+//! let mut actions = Vec::new();
+//! match session.on_client_bytes(&mut from_client, &mut actions) {
+//!     Ok(()) => {}
+//!     // Write the actions already given, then this, and end the session.
+//!     Err(error) => drop(ErrorResponse::protocol_violation(&error).encode()),
+//! }
+//! for action in actions {
+//!     match action {
+//!         Action::ToServer(bytes) => { /* write to the database */ }
+//!         Action::ToClient(bytes) => { /* write to the client */ }
+//!         Action::Event(event) => { /* audit, with a timestamp */ }
+//!     }
+//! }
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod auth;

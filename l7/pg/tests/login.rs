@@ -161,9 +161,9 @@ struct Refused {
 impl Connection {
     async fn send(&mut self, bytes: Bytes) {
         let mut copy = BytesMut::from(&bytes[..]);
-        let actions = self
-            .session
-            .on_client_bytes(&mut copy)
+        let mut actions = Vec::new();
+        self.session
+            .on_client_bytes(&mut copy, &mut actions)
             .expect("session accepts");
         self.watch(actions, &bytes, true);
         self.stream.write_all(&bytes).await.unwrap();
@@ -191,9 +191,9 @@ impl Connection {
         loop {
             if let Some(message) = self.decoder.decode(&mut self.buf).unwrap() {
                 let mut copy = BytesMut::from(&message.raw()[..]);
-                let actions = self
-                    .session
-                    .on_server_bytes(&mut copy)
+                let mut actions = Vec::new();
+                self.session
+                    .on_server_bytes(&mut copy, &mut actions)
                     .expect("session accepts");
                 self.watch(actions, message.raw(), false);
                 return (message.type_byte().unwrap(), message.body());

@@ -185,54 +185,65 @@ impl<H: Hooks> Session<H> {
     }
 
     /// Decodes and handles every whole message the client sent in `buf`,
-    /// leaving a partial one there for the next call.
-    pub fn on_client_bytes(&mut self, buf: &mut BytesMut) -> Result<Vec<Action>, ProtocolError> {
-        let mut actions = Vec::new();
+    /// leaving a partial one there for the next call. Actions are appended
+    /// to `out`; on an error, those already appended are still valid (send
+    /// them, then `ErrorResponse::protocol_violation` to the client, and end
+    /// the session).
+    pub fn on_client_bytes(
+        &mut self,
+        buf: &mut BytesMut,
+        out: &mut Vec<Action>,
+    ) -> Result<(), ProtocolError> {
         loop {
             if self.stage == Stage::Encrypted {
                 if !buf.is_empty() {
-                    actions.push(Action::ToServer(buf.split().freeze()));
+                    out.push(Action::ToServer(buf.split().freeze()));
                 }
-                break;
+                return Ok(());
             }
             match self.frontend.decode(buf)? {
-                Some(message) => self.client_message_into(message, &mut actions)?,
-                None => break,
+                Some(message) => self.client_message(message, out)?,
+                None => return Ok(()),
             }
         }
-        Ok(actions)
     }
 
     /// Decodes and handles every whole message the server sent in `buf`.
-    pub fn on_server_bytes(&mut self, buf: &mut BytesMut) -> Result<Vec<Action>, ProtocolError> {
-        let mut actions = Vec::new();
+    pub fn on_server_bytes(
+        &mut self,
+        buf: &mut BytesMut,
+        out: &mut Vec<Action>,
+    ) -> Result<(), ProtocolError> {
         loop {
             if self.stage == Stage::Encrypted {
                 if !buf.is_empty() {
-                    actions.push(Action::ToClient(buf.split().freeze()));
+                    out.push(Action::ToClient(buf.split().freeze()));
                 }
-                break;
+                return Ok(());
             }
             match self.backend.decode(buf)? {
-                Some(message) => self.server_message_into(message, &mut actions)?,
-                None => break,
+                Some(message) => self.server_message(message, out)?,
+                None => return Ok(()),
             }
         }
-        Ok(actions)
     }
 
     /// Handles one message from the client (decoded by the caller).
-    pub fn client_message(&mut self, message: Message) -> Result<Vec<Action>, ProtocolError> {
-        let mut actions = Vec::new();
-        self.client_message_into(message, &mut actions)?;
-        Ok(actions)
+    pub fn client_message(
+        &mut self,
+        message: Message,
+        out: &mut Vec<Action>,
+    ) -> Result<(), ProtocolError> {
+        self.client_message_into(message, out)
     }
 
     /// Handles one message from the server (decoded by the caller).
-    pub fn server_message(&mut self, message: Message) -> Result<Vec<Action>, ProtocolError> {
-        let mut actions = Vec::new();
-        self.server_message_into(message, &mut actions)?;
-        Ok(actions)
+    pub fn server_message(
+        &mut self,
+        message: Message,
+        out: &mut Vec<Action>,
+    ) -> Result<(), ProtocolError> {
+        self.server_message_into(message, out)
     }
 
     fn next_id(&mut self) -> u64 {

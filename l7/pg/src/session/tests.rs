@@ -54,9 +54,9 @@ impl<H: Hooks> Script<H> {
 
     pub fn client(&mut self, messages: &[Bytes]) {
         let mut buf = BytesMut::from(&messages.concat()[..]);
-        let actions = self
-            .session
-            .on_client_bytes(&mut buf)
+        let mut actions = Vec::new();
+        self.session
+            .on_client_bytes(&mut buf, &mut actions)
             .expect("client bytes");
         assert!(buf.is_empty());
         self.apply(actions);
@@ -64,9 +64,9 @@ impl<H: Hooks> Script<H> {
 
     pub fn server(&mut self, messages: &[Bytes]) {
         let mut buf = BytesMut::from(&messages.concat()[..]);
-        let actions = self
-            .session
-            .on_server_bytes(&mut buf)
+        let mut actions = Vec::new();
+        self.session
+            .on_server_bytes(&mut buf, &mut actions)
             .expect("server bytes");
         assert!(buf.is_empty());
         self.apply(actions);

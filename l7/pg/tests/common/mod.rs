@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use postern_l7_pg::messages::{ErrorResponse, WireMessage};
 use postern_l7_pg::session::{
     Action, AuditOnly, Event, Hooks, Outcome, Phase, Protocol, Session, SessionOptions,
 };
@@ -232,7 +233,8 @@ async fn relay<H: Hooks>(
     let mut chunk = vec![0u8; 64 * 1024];
     let mut chunk2 = vec![0u8; 64 * 1024];
     while client_open || server_open {
-        let actions = tokio::select! {
+        let mut actions = Vec::new();
+        let result = tokio::select! {
             read = client_read.read(&mut chunk), if client_open => {
                 let n = read.unwrap_or(0);
                 if n == 0 {
@@ -242,7 +244,7 @@ async fn relay<H: Hooks>(
                 }
                 record.from_client.extend_from_slice(&chunk[..n]);
                 from_client.extend_from_slice(&chunk[..n]);
-                session.on_client_bytes(&mut from_client)
+                session.on_client_bytes(&mut from_client, &mut actions)
             }
             read = server_read.read(&mut chunk2), if server_open => {
                 let n = read.unwrap_or(0);
@@ -253,14 +255,7 @@ async fn relay<H: Hooks>(
                 }
                 record.from_server.extend_from_slice(&chunk2[..n]);
                 from_server.extend_from_slice(&chunk2[..n]);
-                session.on_server_bytes(&mut from_server)
-            }
-        };
-        let actions = match actions {
-            Ok(actions) => actions,
-            Err(error) => {
-                record.error = Some(error.to_string());
-                break;
+                session.on_server_bytes(&mut from_server, &mut actions)
             }
         };
         for action in actions {
@@ -275,6 +270,13 @@ async fn relay<H: Hooks>(
                 }
                 Action::Event(event) => record.events.push(event),
             }
+        }
+        if let Err(error) = result {
+            // End the session as the agent will: a FATAL error to the client.
+            let fatal = ErrorResponse::protocol_violation(&error).encode();
+            let _ = client_write.write_all(&fatal).await;
+            record.error = Some(error.to_string());
+            break;
         }
     }
     record.phase = Some(session.phase());

@@ -103,7 +103,7 @@ fn password_kind_follows_the_authentication_requests() {
     // Only authentication responses are accepted now.
     let mut buf = BytesMut::from(&Query::new("select 1").encode()[..]);
     assert!(matches!(
-        script.session.on_client_bytes(&mut buf),
+        script.session.on_client_bytes(&mut buf, &mut Vec::new()),
         Err(ProtocolError::UnexpectedMessage { .. })
     ));
 }
@@ -148,12 +148,37 @@ fn malformed_messages_are_errors_not_panics() {
     let mut script = Script::ready(AuditOnly);
     let mut buf = BytesMut::from(&b"Q\0\0\0\x05x"[..]);
     assert!(matches!(
-        script.session.on_client_bytes(&mut buf),
+        script.session.on_client_bytes(&mut buf, &mut Vec::new()),
         Err(ProtocolError::Truncated { .. })
     ));
     let mut buf = BytesMut::from(&b"Z\0\0\0\x05X"[..]);
     assert!(matches!(
-        script.session.on_server_bytes(&mut buf),
+        script.session.on_server_bytes(&mut buf, &mut Vec::new()),
         Err(ProtocolError::InvalidField { .. })
+    ));
+}
+
+#[test]
+fn actions_before_a_malformed_message_are_kept() {
+    let mut script = Script::ready(AuditOnly);
+    let query = Query::new("select 1").encode();
+    let mut buf =
+        BytesMut::from(&concat(&[query.clone(), Bytes::from_static(b"Q\0\0\0\x05x")])[..]);
+    let mut actions = Vec::new();
+    let error = script
+        .session
+        .on_client_bytes(&mut buf, &mut actions)
+        .unwrap_err();
+    assert!(matches!(
+        error,
+        ProtocolError::Truncated {
+            message: "Query",
+            ..
+        }
+    ));
+    assert!(actions.contains(&Action::ToServer(query)));
+    assert!(matches!(
+        actions[0],
+        Action::Event(Event::StatementStarted(_))
     ));
 }

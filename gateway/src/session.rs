@@ -10,6 +10,7 @@ use postern_state::{AuditEvent, AuditSink, PolicyStore, SessionEnd, now_ms};
 use postern_tunnel::frame::payload_len;
 use postern_tunnel::proto::frame::Kind;
 use postern_tunnel::proto::{Frame, StatementAudit};
+use tokio::sync::mpsc;
 use tonic::Status;
 use tracing::{Span, error, info, warn};
 
@@ -36,10 +37,41 @@ pub struct SessionTracker {
 
 /// Writes the statements an agent reports under the session's identity,
 /// which only the ingress knows: the agent cannot name (or spoof) a user.
+/// One writer task per session keeps the audit trail in statement order.
 pub struct StatementRecorder {
-    pub user: String,
-    pub connection: String,
-    pub sink: Arc<dyn AuditSink>,
+    user: String,
+    connection: String,
+    events: mpsc::UnboundedSender<AuditEvent>,
+}
+
+impl StatementRecorder {
+    /// Starts the session's writer; it ends once the session's tracker is gone
+    /// and every event it was given is written.
+    pub fn start(
+        user: String,
+        connection: String,
+        sink: Arc<dyn AuditSink>,
+        metrics: Arc<Metrics>,
+        span: Span,
+    ) -> Self {
+        let (events, mut pending) = mpsc::unbounded_channel::<AuditEvent>();
+        tokio::spawn(async move {
+            while let Some(event) = pending.recv().await {
+                // A failed write is logged and counted, never silently dropped.
+                if let Err(e) = sink.record(&event).await {
+                    metrics.error(ErrorKind::AuditUnavailable);
+                    span.in_scope(
+                        || error!(error = %e, ?event, "cannot write a statement's audit event"),
+                    );
+                }
+            }
+        });
+        Self {
+            user,
+            connection,
+            events,
+        }
+    }
 }
 
 impl SessionTracker {
@@ -65,8 +97,7 @@ impl SessionTracker {
         }
     }
 
-    /// Records one statement the agent reported, in the background; a failed
-    /// write is logged and counted, never silently dropped.
+    /// Hands one statement the agent reported to the session's writer.
     fn record_statement(&self, statement: StatementAudit) {
         let outcome = match statement.outcome.as_str() {
             "ok" | "error" | "blocked" => statement.outcome.clone(),
@@ -93,19 +124,7 @@ impl SessionTracker {
             session_id: Some(self.id.clone()),
         };
         self.metrics.statement(&event.outcome);
-        let sink = self.audit.sink.clone();
-        let metrics = self.metrics.clone();
-        let span = self.span.clone();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Err(e) = sink.record(&event).await {
-                    metrics.error(ErrorKind::AuditUnavailable);
-                    span.in_scope(
-                        || error!(error = %e, ?event, "cannot write a statement's audit event"),
-                    );
-                }
-            });
-        }
+        let _ = self.audit.events.send(event);
     }
 
     /// The agent attached: from here on, the session counts as open.

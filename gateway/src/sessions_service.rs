@@ -81,11 +81,13 @@ async fn open_session(
         session_id.clone(),
         shared.metrics.clone(),
         shared.stores.policy.clone(),
-        StatementRecorder {
-            user: user.user.clone(),
-            connection: connection.name.clone(),
-            sink: shared.stores.audit.clone(),
-        },
+        StatementRecorder::start(
+            user.user.clone(),
+            connection.name.clone(),
+            shared.stores.audit.clone(),
+            shared.metrics.clone(),
+            tracing::Span::current(),
+        ),
         tracing::Span::current(),
     ));
     let timeout = shared.settings.session_open_timeout;

@@ -110,6 +110,25 @@ pub fn memory(pid: u32) -> anyhow::Result<Memory> {
     })
 }
 
+/// CPU time a process has used so far (user + system), in seconds.
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // utime and stime are the 12th and 13th fields after the command name in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| -> anyhow::Result<u64> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .with_context(|| format!("no CPU times in /proc/{pid}/stat"))
+    };
+    let per_second = rustix::param::clock_ticks_per_second() as f64;
+    Ok((ticks(11)? + ticks(12)?) as f64 / per_second)
+}
+
 /// Open file descriptors of a process (sockets included).
 pub fn open_fds(pid: u32) -> anyhow::Result<u64> {
     Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -204,5 +223,8 @@ mod tests {
         let memory = memory(std::process::id()).unwrap();
         assert!(memory.vm_rss_kib > 0 && memory.rollup_rss_kib > 0 && memory.threads > 0);
         assert!(open_fds(std::process::id()).unwrap() > 0);
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < Duration::from_millis(50) {}
+        assert!(cpu_seconds(std::process::id()).unwrap() > 0.0);
     }
 }

@@ -90,6 +90,11 @@ struct Sample {
     upload: f64,
     download: f64,
     rtt: RoundTrips,
+    /// CPU time per process (in `setup::ROLES` order) per 10^9 bytes moved
+    /// by the upload and the download together.
+    cpu_s_per_gb: Vec<f64>,
+    /// CPU time per process per round trip (session open and close included).
+    cpu_us_per_round_trip: Vec<f64>,
 }
 
 const SESSIONS_PER_SAMPLE: u64 = 3;
@@ -103,6 +108,7 @@ async fn measure(
 ) -> anyhow::Result<Sample> {
     let label = lane.path.label();
     let before = lane.splice_counts().await?;
+    let cpu_start = lane.cpu_seconds()?;
     let upload = bounded(
         &format!("{label} upload"),
         bytes,
@@ -115,17 +121,31 @@ async fn measure(
         bulk::download(lane.local, bytes),
     )
     .await?;
+    let cpu_bulk = lane.cpu_seconds()?;
     let rtt = bounded(
         &format!("{label} round trips"),
         0,
         round_trips(lane.local, round_trips_count, options.request_bytes),
     )
     .await?;
+    let cpu_end = lane.cpu_seconds()?;
     lane.verify(before, SESSIONS_PER_SAMPLE).await?;
+    let gigabytes = 2.0 * bytes as f64 / 1e9;
+    let trips = (round_trips_count + WARMUP_ROUND_TRIPS) as f64;
     Ok(Sample {
         upload,
         download,
         rtt,
+        cpu_s_per_gb: cpu_bulk
+            .iter()
+            .zip(&cpu_start)
+            .map(|(end, start)| (end - start) / gigabytes)
+            .collect(),
+        cpu_us_per_round_trip: cpu_end
+            .iter()
+            .zip(&cpu_bulk)
+            .map(|(end, start)| (end - start) * 1e6 / trips)
+            .collect(),
     })
 }
 

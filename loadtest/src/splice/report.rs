@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::setup::{Lane, PathKind};
+use super::setup::{Lane, PathKind, ROLES};
 use super::{Options, Sample};
 use crate::observe::{Machine, machine};
 use crate::stats::median;
@@ -39,6 +39,16 @@ struct PathResult {
     p50_us: Vec<f64>,
     p99_us: Vec<f64>,
     median: Medians,
+    /// Median CPU per process: seconds per 10^9 bytes moved (bulk), and
+    /// microseconds per round trip.
+    cpu: Vec<ProcessCpu>,
+}
+
+#[derive(Serialize)]
+struct ProcessCpu {
+    process: &'static str,
+    s_per_gb: f64,
+    us_per_round_trip: f64,
 }
 
 #[derive(Serialize)]
@@ -75,7 +85,27 @@ impl Report {
                 let rate = series(|s| s.rtt.per_second);
                 let p50 = series(|s| s.rtt.p50_us);
                 let p99 = series(|s| s.rtt.p99_us);
+                let cpu = ROLES
+                    .iter()
+                    .enumerate()
+                    .map(|(i, process)| ProcessCpu {
+                        process,
+                        s_per_gb: median(
+                            &samples
+                                .iter()
+                                .map(|s| s.cpu_s_per_gb[i])
+                                .collect::<Vec<_>>(),
+                        ),
+                        us_per_round_trip: median(
+                            &samples
+                                .iter()
+                                .map(|s| s.cpu_us_per_round_trip[i])
+                                .collect::<Vec<_>>(),
+                        ),
+                    })
+                    .collect();
                 PathResult {
+                    cpu,
                     path: lane.path,
                     ingress: lane.ingress.clone(),
                     verified_sessions: sessions,
@@ -127,6 +157,38 @@ impl Report {
         }
     }
 
+    /// Where the CPU goes: every process shares the machine's cores, so on a
+    /// small machine the rates follow the total.
+    fn print_cpu(&self) {
+        let header: Vec<String> = ROLES.iter().map(|r| r.to_string()).collect();
+        for (what, unit, get) in [
+            (
+                "CPU seconds per 10^9 bytes moved (upload + download)",
+                "s/GB",
+                (|c: &ProcessCpu| c.s_per_gb) as fn(&ProcessCpu) -> f64,
+            ),
+            (
+                "CPU microseconds per round trip",
+                "µs",
+                |c: &ProcessCpu| c.us_per_round_trip,
+            ),
+        ] {
+            println!("\n{what}, median:\n");
+            println!("| path | {} | all ({unit}) |", header.join(" | "));
+            println!("|---|{}---:|", "---:|".repeat(ROLES.len()));
+            for r in &self.results {
+                let values: Vec<f64> = r.cpu.iter().map(get).collect();
+                let cells: Vec<String> = values.iter().map(|v| format!("{v:.2}")).collect();
+                println!(
+                    "| {} | {} | {:.2} |",
+                    r.path.label(),
+                    cells.join(" | "),
+                    values.iter().sum::<f64>()
+                );
+            }
+        }
+    }
+
     pub fn print(&self) {
         println!(
             "\nOne session per measurement: {} MiB each way; {} sequential {}-byte round trips; \
@@ -154,6 +216,7 @@ impl Report {
                 r.verified_sessions
             );
         }
+        self.print_cpu();
         if self.ratios.is_empty() {
             return;
         }

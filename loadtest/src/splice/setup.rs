@@ -69,7 +69,7 @@ pub struct Pair {
     pub a: Replica,
     pub b: Replica,
     _redis: Redis,
-    _agent: Child,
+    agent: Child,
 }
 
 const AGENT: &str = "bench-agent";
@@ -158,7 +158,7 @@ async fn start_pair(
         a,
         b,
         _redis: redis,
-        _agent: agent,
+        agent,
     })
 }
 
@@ -171,10 +171,23 @@ pub struct Lane {
     pub ingress: String,
     /// Where the agent attaches (B), which counts the splice.
     counted_at: SocketAddr,
+    /// The processes on this lane's path, by role, whose CPU time is measured.
+    pub processes: Vec<(&'static str, u32)>,
     _connect: Child,
 }
 
+/// Roles of the processes whose CPU time is reported, in table order.
+pub const ROLES: [&str; 4] = ["postern connect", "replica a", "replica b", "agent"];
+
 impl Lane {
+    /// CPU seconds used so far by each process of the lane, in `ROLES` order.
+    pub fn cpu_seconds(&self) -> anyhow::Result<Vec<f64>> {
+        self.processes
+            .iter()
+            .map(|(_, pid)| crate::observe::cpu_seconds(*pid))
+            .collect()
+    }
+
     pub async fn splice_counts(&self) -> anyhow::Result<[f64; 3]> {
         let text = crate::observe::metrics(self.counted_at).await?;
         Ok(LABELS.map(|label| sample(&text, "postern_splices_total", &[("path", label)])))
@@ -241,8 +254,15 @@ pub async fn start(
         };
         let (connect, local) =
             cluster::connect(&cli_bin, &pair.config, &ingress.url(), CONNECTION).await?;
+        let processes = vec![
+            (ROLES[0], connect.id().context("postern connect exited")?),
+            (ROLES[1], pair.a.pid()),
+            (ROLES[2], pair.b.pid()),
+            (ROLES[3], pair.agent.id().context("the agent exited")?),
+        ];
         lanes.push(Lane {
             path,
+            processes,
             local,
             ingress: format!("{} ({})", ingress.name, ingress.id),
             counted_at: pair.b.internal_addr,

@@ -4,6 +4,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = protox::compile(["postern/v1/tunnel.proto"], ["proto"])?;
     tonic_prost_build::configure()
         .bytes(".postern.v1.Data.payload")
+        // Small starting buffers for control streams (see src/codec.rs).
+        .codec_path("crate::codec::Codec")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -10,6 +10,7 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::stats::median;
 use crate::{procs, target};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -39,7 +40,7 @@ struct Result3 {
     download_median: f64,
 }
 
-async fn upload(addr: SocketAddr, bytes: u64, data: &[u8]) -> anyhow::Result<f64> {
+pub async fn upload(addr: SocketAddr, bytes: u64, data: &[u8]) -> anyhow::Result<f64> {
     let mut socket = TcpStream::connect(addr).await?;
     socket.set_nodelay(true)?;
     let started = Instant::now();
@@ -62,7 +63,7 @@ async fn upload(addr: SocketAddr, bytes: u64, data: &[u8]) -> anyhow::Result<f64
     Ok(bytes as f64 / 1e6 / started.elapsed().as_secs_f64())
 }
 
-async fn download(addr: SocketAddr, bytes: u64) -> anyhow::Result<f64> {
+pub async fn download(addr: SocketAddr, bytes: u64) -> anyhow::Result<f64> {
     let mut socket = TcpStream::connect(addr).await?;
     socket.set_nodelay(true)?;
     let started = Instant::now();
@@ -79,12 +80,6 @@ async fn download(addr: SocketAddr, bytes: u64) -> anyhow::Result<f64> {
     }
     ensure!(received == bytes, "received {received} of {bytes} bytes");
     Ok(bytes as f64 / 1e6 / started.elapsed().as_secs_f64())
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(|a, b| a.total_cmp(b));
-    sorted[sorted.len() / 2]
 }
 
 pub async fn run(

@@ -3,17 +3,25 @@
 #![forbid(unsafe_code)]
 
 mod bulk;
+mod cluster;
+mod idle;
+mod observe;
 mod procs;
+mod redis;
+mod splice;
+mod stats;
 mod target;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use splice::{AgentProgram, PathKind};
 
 #[derive(Parser)]
 #[command(
     name = "postern-loadtest",
-    about = "Benchmarks Postern against a direct connection and ssh -L"
+    about = "Benchmarks Postern against baselines measured in the same run"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -37,6 +45,67 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// A session spliced between two replicas (peer) against one that stays on
+    /// one replica (local): bulk throughput each way and request/response round trips.
+    Splice {
+        /// MiB moved per measurement and direction [default: 1024; --quick 16].
+        #[arg(long)]
+        mib: Option<u64>,
+        /// Measurements per path; paths alternate so drift cancels [default: 3; --quick 2].
+        #[arg(long)]
+        rounds: Option<usize>,
+        /// Sequential round trips per measurement [default: 20000; --quick 300].
+        #[arg(long)]
+        round_trips: Option<usize>,
+        /// Size of each request and of its echoed answer.
+        #[arg(long, default_value_t = 64)]
+        request_bytes: usize,
+        /// Paths to measure, local first (the baseline): local, peer, relay.
+        #[arg(long, value_delimiter = ',', default_value = "local,peer")]
+        paths: Vec<PathKind>,
+        /// Small sizes for a smoke test that finishes in seconds.
+        #[arg(long)]
+        quick: bool,
+        /// Where postern-gateway, postern-agent and postern are.
+        #[arg(long, default_value = "target/release")]
+        bin_dir: PathBuf,
+        /// Which program runs the agent.
+        #[arg(long, value_enum, default_value = "postern-agent")]
+        agent: AgentProgram,
+        /// Also write the results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Memory per idle agent tunnel on one gateway replica.
+    IdleAgents {
+        /// Agents, each with its own token and one tunnel [default: 10000; --quick 500].
+        #[arg(long)]
+        agents: Option<usize>,
+        /// Control-stream keepalive interval of gateway and agents [default: 20000, the
+        /// production default; --quick 1000].
+        #[arg(long)]
+        keepalive_ms: Option<u64>,
+        /// How long the agents idle before the final measurement [default: 1.5 keepalive intervals].
+        #[arg(long)]
+        idle_secs: Option<f64>,
+        /// Small sizes for a smoke test that finishes in seconds.
+        #[arg(long)]
+        quick: bool,
+        /// Where postern-gateway is.
+        #[arg(long, default_value = "target/release")]
+        bin_dir: PathBuf,
+        /// Also write the results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Run the gateway under this program to see where its memory goes,
+        /// e.g. "heaptrack -o /tmp/gateway" (memory is still read from the gateway itself).
+        #[arg(long, value_delimiter = ' ')]
+        gateway_wrapper: Vec<String>,
+    },
+    /// Runs an agent configured by POSTERN_* variables, as postern-agent does
+    /// (used by `splice --agent loadtest`).
+    #[command(hide = true)]
+    Agent,
 }
 
 #[tokio::main]
@@ -48,5 +117,63 @@ async fn main() -> anyhow::Result<()> {
             bin_dir,
             json,
         } => bulk::run(mib << 20, rounds, &bin_dir, json.as_deref()).await,
+        Command::Splice {
+            mib,
+            rounds,
+            round_trips,
+            request_bytes,
+            paths,
+            quick,
+            bin_dir,
+            agent,
+            json,
+        } => {
+            let mib = mib.unwrap_or(if quick { 16 } else { 1024 });
+            splice::run(splice::Options {
+                bytes: mib << 20,
+                warmup_bytes: (mib << 20).min(64 << 20),
+                rounds: rounds.unwrap_or(if quick { 2 } else { 3 }),
+                round_trips: round_trips.unwrap_or(if quick { 300 } else { 20_000 }),
+                request_bytes,
+                paths,
+                bin_dir,
+                agent,
+                json,
+            })
+            .await
+        }
+        Command::IdleAgents {
+            agents,
+            keepalive_ms,
+            idle_secs,
+            quick,
+            bin_dir,
+            json,
+            gateway_wrapper,
+        } => {
+            let keepalive =
+                Duration::from_millis(keepalive_ms.unwrap_or(if quick { 1000 } else { 20_000 }));
+            let idle = idle_secs.map_or(keepalive.mul_f64(1.5), Duration::from_secs_f64);
+            idle::run(idle::Options {
+                agents: agents.unwrap_or(if quick { 500 } else { 10_000 }),
+                keepalive,
+                idle,
+                bin_dir,
+                json,
+                gateway_wrapper,
+            })
+            .await
+        }
+        Command::Agent => run_agent().await,
     }
+}
+
+async fn run_agent() -> anyhow::Result<()> {
+    let env = postern_tunnel::env::Env::from_process();
+    let config = postern_agent::AgentConfig::from_env(&env)
+        .map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
+    let agent = postern_agent::spawn(config)?;
+    postern_tunnel::signal::shutdown().await;
+    agent.stop().await;
+    Ok(())
 }

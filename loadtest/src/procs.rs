@@ -22,14 +22,14 @@ pub async fn wait_for_port(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
 /// Reads a child's stdout until a line starts with `prefix`; returns the rest.
-async fn line_after(child: &mut Child, prefix: &str, what: &str) -> anyhow::Result<String> {
+pub async fn line_after(child: &mut Child, prefix: &str, what: &str) -> anyhow::Result<String> {
     let stdout = child.stdout.take().context("stdout is piped")?;
     let mut lines = BufReader::new(stdout).lines();
     let found = tokio::time::timeout(Duration::from_secs(30), async {

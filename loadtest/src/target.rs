@@ -1,5 +1,6 @@
 //! The benchmark's target service: `U` uploads (read to EOF, answer the byte
-//! count), `D<len:u64>` downloads (send `len` bytes, then close).
+//! count), `D<len:u64>` downloads (send `len` bytes, then close), `E` echoes
+//! (small requests answered as they come, for round-trip latency).
 
 use std::net::SocketAddr;
 
@@ -55,6 +56,10 @@ async fn serve(mut socket: TcpStream) -> std::io::Result<()> {
                 socket.write_all(&data[..n]).await?;
                 left -= n as u64;
             }
+        }
+        b'E' => {
+            let (mut read, mut write) = socket.split();
+            tokio::io::copy(&mut read, &mut write).await?;
         }
         _ => {}
     }

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod codec;
 pub mod env;
 pub mod frame;
 pub mod fuzzing;

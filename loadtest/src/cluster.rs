@@ -128,6 +128,12 @@ pub async fn start_replica(config: &ClusterConfig, name: &str) -> anyhow::Result
         }
         None => Command::new(&config.gateway_bin),
     };
+    // The peer port exists only with direct peering; a relaying replica
+    // refuses its settings.
+    let relaying = config
+        .env
+        .iter()
+        .any(|(k, v)| k == "POSTERN_PEER_TRANSPORT" && v == "relay");
     let mut child = command
         .arg("serve")
         .env_clear()
@@ -137,7 +143,7 @@ pub async fn start_replica(config: &ClusterConfig, name: &str) -> anyhow::Result
         .env("POSTERN_REPLICA_ID", format!("replica-{name}"))
         .env("POSTERN_LISTEN_ADDR", "127.0.0.1:0")
         .env("POSTERN_INTERNAL_ADDR", "127.0.0.1:0")
-        .env("POSTERN_PEER_ADDR", "127.0.0.1:0")
+        .envs((!relaying).then_some(("POSTERN_PEER_ADDR", "127.0.0.1:0")))
         .env("POSTERN_TLS_CERT", config.certs.cert_path())
         .env("POSTERN_TLS_KEY", config.certs.key_path())
         .env("POSTERN_SQLITE_PATH", config.dir.join("postern.db"))

@@ -36,6 +36,7 @@ pub const VARS: &[&str] = &[
     "POSTERN_PEER_ADVERTISE_ADDR",
     "POSTERN_PEER_TLS_DISABLED",
     "POSTERN_PEER_CONNECTIONS",
+    "POSTERN_PEER_TRANSPORT",
 ];
 
 #[derive(Debug)]

@@ -40,18 +40,7 @@ async fn every_replica_reaches_every_agent(routes: Arc<dyn RouteStore>) {
     let echo = postern_testkit::echo_server().await;
     // One agent per replica, each with a single tunnel straight to it, so
     // that two of every three sessions must cross a peer link.
-    let mut agents = Vec::new();
-    for i in 0..3 {
-        let name = format!("agent-{i}");
-        let token = replicas.add_agent(&name).await;
-        replicas
-            .add_connection(&format!("echo-{i}"), &echo.to_string(), &name)
-            .await;
-        let agent = replicas.spawn_agent(replicas.url(i), token, 1);
-        let held = agent.wait_connected(Duration::from_secs(10)).await;
-        assert_eq!(held, Some(replicas.replica_id(i)));
-        agents.push(agent);
-    }
+    let agents = replicas.agent_per_replica(&echo.to_string()).await;
     let mut checks = Vec::new();
     for user_on in 0..3 {
         for agent in 0..3 {

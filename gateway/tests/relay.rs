@@ -37,7 +37,7 @@ async fn every_replica_reaches_every_agent_through_a_redis_cluster_relay() {
 async fn every_replica_reaches_every_agent(routes: Arc<dyn RouteStore>) {
     let replicas = Replicas::start_relay(3, routes).await;
     let echo = postern_testkit::echo_server().await;
-    let agents = spawn_agent_per_replica(&replicas, &echo.to_string(), 3).await;
+    let agents = replicas.agent_per_replica(&echo.to_string()).await;
     let mut checks = Vec::new();
     for user_on in 0..3 {
         for agent in 0..3 {
@@ -83,26 +83,6 @@ async fn every_replica_reaches_every_agent(routes: Arc<dyn RouteStore>) {
     }
 }
 
-async fn spawn_agent_per_replica(
-    replicas: &Replicas,
-    target: &str,
-    count: usize,
-) -> Vec<postern_agent::AgentHandle> {
-    let mut agents = Vec::new();
-    for i in 0..count {
-        let name = format!("agent-{i}");
-        let token = replicas.add_agent(&name).await;
-        replicas
-            .add_connection(&format!("echo-{i}"), target, &name)
-            .await;
-        let agent = replicas.spawn_agent(replicas.url(i), token, 1);
-        let held = agent.wait_connected(Duration::from_secs(10)).await;
-        assert_eq!(held, Some(replicas.replica_id(i)));
-        agents.push(agent);
-    }
-    agents
-}
-
 /// The sum of every sample of `name` (with or without labels) in a scrape.
 fn metric(scrape: &str, name: &str) -> u64 {
     scrape
@@ -126,7 +106,7 @@ async fn a_paused_reader_holds_the_writer_back_and_loses_nothing() {
     let routes = RedisRouteStore::connect_url(&redis.url()).await.unwrap();
     let replicas = Replicas::start_relay(2, Arc::new(routes)).await;
     let echo = postern_testkit::echo_server().await;
-    let _agents = spawn_agent_per_replica(&replicas, &echo.to_string(), 2).await;
+    let _agents = replicas.agent_per_replica(&echo.to_string()).await;
     let (stream, path) = open_stream(
         &replicas.url(0),
         &replicas.ca_pem,
@@ -214,7 +194,7 @@ async fn forged_relay_messages_are_refused_and_counted() {
         Arc::new(RedisRouteStore::connect_url(&redis.url()).await.unwrap());
     let replicas = Replicas::start_relay(2, routes.clone()).await;
     let echo = postern_testkit::echo_server().await;
-    let _agents = spawn_agent_per_replica(&replicas, &echo.to_string(), 2).await;
+    let _agents = replicas.agent_per_replica(&echo.to_string()).await;
     let target = replicas.replica_id(0);
     let forger = PeerKey::new(&Secret::new("not-the-peer-secret-0123456789abcdef"));
     let forged = RelayEnvelope {
@@ -265,7 +245,7 @@ async fn a_redis_restart_ends_relayed_sessions_cleanly_and_relaying_recovers() {
     let routes = RedisRouteStore::connect_url(&redis.url()).await.unwrap();
     let replicas = Replicas::start_relay(2, Arc::new(routes)).await;
     let echo = postern_testkit::echo_server().await;
-    let _agents = spawn_agent_per_replica(&replicas, &echo.to_string(), 2).await;
+    let _agents = replicas.agent_per_replica(&echo.to_string()).await;
     let url = replicas.url(0);
     let (relayed, path) = open_stream(&url, &replicas.ca_pem, &replicas.user_token, "echo-1")
         .await

@@ -166,6 +166,23 @@ impl Replicas {
         register_connection(&self.store, name, target, agent).await
     }
 
+    /// One agent `agent-i` per replica, each with a single tunnel straight to
+    /// replica i and an echo connection `echo-i` to `target`.
+    pub async fn agent_per_replica(&self, target: &str) -> Vec<AgentHandle> {
+        let mut agents = Vec::new();
+        for i in 0..self.gateways.len() {
+            let name = format!("agent-{i}");
+            let token = self.add_agent(&name).await;
+            self.add_connection(&format!("echo-{i}"), target, &name)
+                .await;
+            let agent = self.spawn_agent(self.url(i), token, 1);
+            let held = agent.wait_connected(Duration::from_secs(10)).await;
+            assert_eq!(held, Some(self.replica_id(i)));
+            agents.push(agent);
+        }
+        agents
+    }
+
     pub fn spawn_agent(&self, url: String, token: Secret, tunnels: usize) -> AgentHandle {
         spawn_agent(url, token, tunnels, &self.ca_pem)
     }

@@ -130,6 +130,7 @@ async fn open_session(
         target: connection.target.clone(),
         user: user.user.clone(),
         ingress_replica: shared.replica_id.clone(),
+        postgres: None,
     };
     let sent: Result<Option<String>, Refusal> = match &local_link {
         Some(link) => {

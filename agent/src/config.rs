@@ -6,6 +6,8 @@ use std::time::Duration;
 use postern_tunnel::Secret;
 
 use crate::allowlist::Allowlist;
+use crate::pg::cancel::CancelKeys;
+use crate::pg::credentials::Credentials;
 use postern_tunnel::env::{ConfigError, Env};
 
 pub const VARS: &[&str] = &[
@@ -20,7 +22,12 @@ pub const VARS: &[&str] = &[
     "POSTERN_AGENT_TUNNELS",
     "POSTERN_AGENT_TUNNEL_REFRESH_MS",
     "POSTERN_LOG_FORMAT",
+    "POSTERN_CREDENTIALS_DIR",
+    "POSTERN_DB_CA_CERT",
 ];
+
+/// Variables read by prefix (database logins, see `pg::credentials`).
+pub const VAR_PREFIXES: &[&str] = &[crate::pg::credentials::ENV_PREFIX];
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -40,6 +47,12 @@ pub struct AgentConfig {
     /// How often each tunnel is re-opened (make before break) so tunnels spread
     /// over replicas added since; zero never.
     pub tunnel_refresh: Duration,
+    /// Database logins for Postgres connections, by reference.
+    pub credentials: Credentials,
+    /// PEM of the CAs trusted for `verify-full` TLS to databases; system roots if absent.
+    pub db_ca_pem: Option<Vec<u8>>,
+    /// Cancel keys of this agent's live Postgres sessions (shared by clones).
+    pub cancel_keys: CancelKeys,
 }
 
 impl AgentConfig {
@@ -55,6 +68,9 @@ impl AgentConfig {
             allowed_targets: None,
             tunnels: 2,
             tunnel_refresh: Duration::from_secs(15 * 60),
+            credentials: Credentials::default(),
+            db_ca_pem: None,
+            cancel_keys: CancelKeys::default(),
         }
     }
 
@@ -86,6 +102,25 @@ impl AgentConfig {
             .transpose()?;
         let mut config = Self::new(gateway_url, token);
         config.ca_pem = ca_pem;
+        let credentials_dir = env.optional::<PathBuf>("POSTERN_CREDENTIALS_DIR")?;
+        if let Some(dir) = &credentials_dir
+            && !dir.is_dir()
+        {
+            return Err(ConfigError {
+                var: "POSTERN_CREDENTIALS_DIR".into(),
+                message: format!("{} is not a directory", dir.display()),
+            });
+        }
+        config.credentials = Credentials::from_env(env, credentials_dir);
+        config.db_ca_pem = env
+            .optional::<PathBuf>("POSTERN_DB_CA_CERT")?
+            .map(|path| {
+                std::fs::read(&path).map_err(|e| ConfigError {
+                    var: "POSTERN_DB_CA_CERT".into(),
+                    message: format!("cannot read {}: {e}", path.display()),
+                })
+            })
+            .transpose()?;
         config.keepalive_interval = env.millis(
             "POSTERN_KEEPALIVE_INTERVAL_MS",
             config.keepalive_interval,

@@ -7,6 +7,7 @@ pub mod allowlist;
 pub mod backoff;
 pub mod config;
 mod control;
+pub mod pg;
 mod session;
 mod tunnel;
 

@@ -1,7 +1,8 @@
 //! `postern-agent`: configured entirely by `POSTERN_*` environment variables.
 #![forbid(unsafe_code)]
 
-use postern_agent::{AgentConfig, config::VARS};
+use postern_agent::AgentConfig;
+use postern_agent::config::{VAR_PREFIXES, VARS};
 use postern_tunnel::env::Env;
 
 #[tokio::main]
@@ -15,7 +16,11 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    for var in env.unknown("POSTERN_", VARS) {
+    let unknown = env.unknown("POSTERN_", VARS);
+    for var in unknown
+        .iter()
+        .filter(|var| !VAR_PREFIXES.iter().any(|prefix| var.starts_with(prefix)))
+    {
         tracing::warn!(%var, "unknown POSTERN_ variable ignored (a typo?)");
     }
     match &config.allowed_targets {
@@ -25,6 +30,7 @@ async fn main() -> anyhow::Result<()> {
         ),
     }
     tracing::info!(config = ?config, "starting agent");
+    tracing::info!(credentials = ?config.credentials, "database logins available (names only)");
     let agent = postern_agent::spawn(config)?;
     postern_tunnel::signal::shutdown().await;
     tracing::info!("stopping");

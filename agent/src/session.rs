@@ -6,8 +6,9 @@ use postern_tunnel::frame::MAX_MESSAGE_SIZE;
 use postern_tunnel::http2::lazy_channel;
 use postern_tunnel::proto::agent_message::Kind as AgentKind;
 use postern_tunnel::proto::agent_tunnel_client::AgentTunnelClient;
-use postern_tunnel::proto::{AgentMessage, SessionRejected, SessionRequest};
+use postern_tunnel::proto::{AgentMessage, Frame, SessionRejected, SessionRequest};
 use postern_tunnel::stream::{FINISH_LINGER, outgoing_channel};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tonic::metadata::AsciiMetadataValue;
@@ -15,6 +16,7 @@ use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 
 use crate::config::AgentConfig;
+use crate::pg;
 
 /// Attach attempts on a fresh connection after the tunnel's own one failed.
 const ATTACH_RETRIES: u32 = 2;
@@ -25,24 +27,82 @@ pub(crate) async fn serve(
     channel: Channel,
     control: mpsc::Sender<AgentMessage>,
 ) {
-    let mut socket = match dial(&request.target, &config).await {
-        Ok(socket) => socket,
-        Err(reason) => {
-            warn!(%reason, "session rejected");
-            let rejected = AgentMessage {
-                kind: Some(AgentKind::SessionRejected(SessionRejected {
-                    session_id: request.session_id,
-                    reason,
-                })),
+    match request.kind.as_str() {
+        "" | "tcp" => match dial(&request.target, &config).await {
+            Ok(mut socket) => {
+                let Some(mut frames) = attach(&request, &config, channel).await else {
+                    return;
+                };
+                let error = match frames.splice_tcp(&mut socket).await {
+                    Ok((to_user, from_user)) => {
+                        info!(bytes_up = from_user, bytes_down = to_user, "session ended");
+                        None
+                    }
+                    Err(e) => {
+                        info!(error = %e, "session ended with an error");
+                        Some(format!("agent: {e}"))
+                    }
+                };
+                drop(socket);
+                frames.finish(error, FINISH_LINGER).await;
+            }
+            Err(reason) => reject(&control, request.session_id, reason).await,
+        },
+        "postgres" => {
+            // Everything that can be checked before the person's client
+            // speaks is checked here, so a failure is a clear refusal.
+            let prepared = match pg::Plan::new(request.postgres.as_ref(), &config) {
+                Ok(plan) => pg::connect(&request.target, &plan, &config)
+                    .await
+                    .map(|server| (plan, server)),
+                Err(reason) => Err(reason),
             };
-            let _ = control.send(rejected).await;
-            return;
+            let (plan, server) = match prepared {
+                Ok(prepared) => prepared,
+                Err(reason) => return reject(&control, request.session_id, reason).await,
+            };
+            let Some(mut frames) = attach(&request, &config, channel).await else {
+                return;
+            };
+            let error = match pg::run(&mut frames, server, plan, &request, &config).await {
+                Ok(()) => {
+                    let (from_user, to_user) = frames.counters();
+                    info!(bytes_up = from_user, bytes_down = to_user, "session ended");
+                    let _ = frames.shutdown().await;
+                    None
+                }
+                Err(e) => {
+                    info!(error = %e, "session ended with an error");
+                    Some(format!("agent: {e}"))
+                }
+            };
+            frames.finish(error, FINISH_LINGER).await;
         }
-    };
+        other => {
+            let reason = format!(
+                "this agent (version {}) does not serve connections of kind {other:?}; upgrade it",
+                env!("CARGO_PKG_VERSION")
+            );
+            reject(&control, request.session_id, reason).await;
+        }
+    }
+}
 
+async fn reject(control: &mpsc::Sender<AgentMessage>, session_id: String, reason: String) {
+    warn!(%reason, "session rejected");
+    let rejected = AgentMessage {
+        kind: Some(AgentKind::SessionRejected(SessionRejected { session_id, reason })),
+    };
+    let _ = control.send(rejected).await;
+}
+
+type Attached = FrameStream<tonic::Streaming<Frame>>;
+
+/// Opens the session's data stream (outbound, like everything the agent does).
+async fn attach(request: &SessionRequest, config: &AgentConfig, channel: Channel) -> Option<Attached> {
     let Ok(session_id) = AsciiMetadataValue::try_from(request.session_id.as_str()) else {
         warn!("session id is not valid metadata");
-        return;
+        return None;
     };
     let mut channel = channel;
     let mut attempt = 0;
@@ -52,7 +112,7 @@ pub(crate) async fn serve(
         let metadata = attach.metadata_mut();
         if let Err(e) = set_bearer(metadata, &config.token) {
             warn!(error = %e, "cannot attach");
-            return;
+            return None;
         }
         metadata.insert(SESSION_HEADER, session_id.clone());
         let mut client = AgentTunnelClient::new(channel.clone())
@@ -70,33 +130,21 @@ pub(crate) async fn serve(
                     Ok(fresh) => channel = fresh,
                     Err(e) => {
                         warn!(error = %e, "cannot attach");
-                        return;
+                        return None;
                     }
                 }
             }
             Err(status) => {
                 warn!(code = ?status.code(), "gateway refused the attach: {}", status.message());
-                return;
+                return None;
             }
         }
     };
     debug!("attached");
-    let mut frames = FrameStream::new(inbound, outgoing, Some(config.keepalive_interval));
-    let error = match frames.splice_tcp(&mut socket).await {
-        Ok((to_user, from_user)) => {
-            info!(bytes_up = from_user, bytes_down = to_user, "session ended");
-            None
-        }
-        Err(e) => {
-            info!(error = %e, "session ended with an error");
-            Some(format!("agent: {e}"))
-        }
-    };
-    drop(socket);
-    frames.finish(error, FINISH_LINGER).await;
+    Some(FrameStream::new(inbound, outgoing, Some(config.keepalive_interval)))
 }
 
-async fn dial(target: &str, config: &AgentConfig) -> Result<TcpStream, String> {
+pub(crate) async fn dial(target: &str, config: &AgentConfig) -> Result<TcpStream, String> {
     if let Some(allowed) = &config.allowed_targets
         && !allowed.allows(target)
     {

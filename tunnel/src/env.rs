@@ -123,6 +123,17 @@ impl Env {
         Ok(value)
     }
 
+    /// The variables whose names start with `prefix`, set or empty.
+    pub fn prefixed<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        self.vars
+            .range(prefix.to_owned()..)
+            .take_while(move |(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     /// Variables with `prefix` that are not in `known`: most likely typos, which
     /// would otherwise silently leave a default in force.
     pub fn unknown(&self, prefix: &str, known: &[&str]) -> Vec<String> {

@@ -116,6 +116,18 @@ where
         let _ = tokio::time::timeout(linger, drain).await;
     }
 
+    /// Waits for room for one frame besides data (a statement audit): once it
+    /// returns ready, [`FrameStream::send_reserved`] queues the frame behind
+    /// every byte written before it.
+    pub fn poll_reserve_frame(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.outgoing.poll_reserve(cx).map_err(|_| closed_stream())
+    }
+
+    /// Queues `frame` in the room [`FrameStream::poll_reserve_frame`] made.
+    pub fn send_reserved(&mut self, frame: Frame) -> io::Result<()> {
+        self.outgoing.send_item(frame).map_err(|_| closed_stream())
+    }
+
     /// Payload bytes received and sent so far.
     pub fn counters(&self) -> (u64, u64) {
         (self.received, self.sent)

@@ -109,6 +109,12 @@ impl Masker {
         self.columns.is_empty() && self.detectors.is_empty()
     }
 
+    /// Some rule names columns: callers must say where result columns come
+    /// from (their source table column), or aliases would dodge the rules.
+    pub fn has_column_rules(&self) -> bool {
+        !self.columns.is_empty()
+    }
+
     /// The style of the first column rule matching `column`: decided once per
     /// result description, not per row.
     pub fn column_rule(&self, column: &ColumnRef<'_>) -> Option<MaskStyle> {

@@ -137,6 +137,16 @@ impl<H: Hooks> Session<H> {
         }
     }
 
+    /// For a relay that did the startup and login itself (the agent logs in
+    /// to the database with its own credentials and answers the client's
+    /// startup): the session starts idle, after the first ReadyForQuery.
+    pub fn established(hooks: H, options: SessionOptions) -> Self {
+        let mut session = Self::new(hooks, options);
+        session.frontend.skip_startup();
+        session.stage = Stage::Established;
+        session
+    }
+
     pub fn hooks(&self) -> &H {
         &self.hooks
     }

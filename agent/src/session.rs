@@ -8,7 +8,6 @@ use postern_tunnel::proto::agent_message::Kind as AgentKind;
 use postern_tunnel::proto::agent_tunnel_client::AgentTunnelClient;
 use postern_tunnel::proto::{AgentMessage, Frame, SessionRejected, SessionRequest};
 use postern_tunnel::stream::{FINISH_LINGER, outgoing_channel};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tonic::metadata::AsciiMetadataValue;
@@ -61,22 +60,9 @@ pub(crate) async fn serve(
                 Ok(prepared) => prepared,
                 Err(reason) => return reject(&control, request.session_id, reason).await,
             };
-            let Some(mut frames) = attach(&request, &config, channel).await else {
-                return;
-            };
-            let error = match pg::run(&mut frames, server, plan, &request, &config).await {
-                Ok(()) => {
-                    let (from_user, to_user) = frames.counters();
-                    info!(bytes_up = from_user, bytes_down = to_user, "session ended");
-                    let _ = frames.shutdown().await;
-                    None
-                }
-                Err(e) => {
-                    info!(error = %e, "session ended with an error");
-                    Some(format!("agent: {e}"))
-                }
-            };
-            frames.finish(error, FINISH_LINGER).await;
+            if let Some(frames) = attach(&request, &config, channel).await {
+                pg::serve(frames, server, plan, &request, &config).await;
+            }
         }
         other => {
             let reason = format!(

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod balancer;
+pub mod postgres;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -26,6 +26,7 @@ use postern_l7_pg::session::{Session, SessionOptions};
 use postern_l7_pg::{FrontendDecoder, Limits, Tag};
 use postern_l7_sql::SqlPolicy;
 use postern_tunnel::FrameStream;
+use postern_tunnel::stream::FINISH_LINGER;
 use postern_tunnel::proto::{Frame, PostgresSession, SessionRequest, StatementAudit, frame::Kind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{debug, info, warn};
@@ -87,6 +88,32 @@ pub async fn connect(target: &str, plan: &Plan, config: &AgentConfig) -> Result<
         .map_err(|e| e.to_string())?;
     debug!(encrypted, "connected to the database");
     Ok(stream)
+}
+
+/// Runs the session on an attached stream and ends the stream (with the
+/// error, if any, as its close reason).
+pub async fn serve<I>(
+    mut frames: FrameStream<I>,
+    server: DbStream,
+    plan: Plan,
+    request: &SessionRequest,
+    config: &AgentConfig,
+) where
+    I: Stream<Item = Result<Frame, tonic::Status>> + Unpin,
+{
+    let error = match run(&mut frames, server, plan, request, config).await {
+        Ok(()) => {
+            let (from_user, to_user) = frames.counters();
+            info!(bytes_up = from_user, bytes_down = to_user, "session ended");
+            let _ = frames.shutdown().await;
+            None
+        }
+        Err(e) => {
+            info!(error = %e, "session ended with an error");
+            Some(format!("agent: {e}"))
+        }
+    };
+    frames.finish(error, FINISH_LINGER).await;
 }
 
 /// What a person's client opened the stream for.

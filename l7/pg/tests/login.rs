@@ -4,9 +4,6 @@
 //! local connection, so it cannot test passwords). Every byte of each login
 //! also goes through a `Session`, which must follow the exchange.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use bytes::{Bytes, BytesMut};
 use postern_l7_pg::auth::{Login, LoginStep};
 use postern_l7_pg::messages::{
@@ -15,132 +12,25 @@ use postern_l7_pg::messages::{
 use postern_l7_pg::session::{Event, Phase, Session};
 use postern_l7_pg::{BackendDecoder, Limits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use postern_testkit::postgres::{PrivateOptions, PrivatePostgres};
 use tokio::net::TcpStream;
 
 const SUPERUSER_PASSWORD: &str = "super secret";
 
-/// A Postgres of our own, stopped and deleted on drop.
-struct PrivatePostgres {
-    dir: PathBuf,
-    bin: PathBuf,
-    port: u16,
-}
-
-fn server_bin() -> PathBuf {
-    if let Ok(bin) = std::env::var("POSTERN_TEST_PG_BIN") {
-        return bin.into();
-    }
-    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|entry| entry.path().join("bin"))
-        .filter(|bin| bin.join("initdb").exists())
-        .collect();
-    versions.sort_by_key(|p| {
-        p.parent()
-            .and_then(|v| v.file_name())
-            .and_then(|v| v.to_str())
-            .and_then(|v| v.parse::<u32>().ok())
-    });
-    versions.pop().expect(
-        "this test starts its own PostgreSQL with initdb and pg_ctl: install the server \
-         (Debian: apt-get install postgresql) or set POSTERN_TEST_PG_BIN to its bin directory",
+/// A Postgres of our own with the password methods under test.
+fn private_postgres() -> PrivatePostgres {
+    PrivatePostgres::start(
+        "l7pg-login",
+        PrivateOptions {
+            superuser_password: SUPERUSER_PASSWORD.into(),
+            hba: "local all all trust\n\
+                  host all md5_role 127.0.0.1/32 md5\n\
+                  host all clear_role 127.0.0.1/32 password\n\
+                  host all all 127.0.0.1/32 scram-sha-256\n"
+                .into(),
+            ..PrivateOptions::default()
+        },
     )
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
-}
-
-/// initdb and postgres refuse to run as root: run them as `postgres` then.
-fn as_server_user(program: &Path) -> Command {
-    if is_root() {
-        let mut command = Command::new("runuser");
-        command.args(["-u", "postgres", "--"]).arg(program);
-        command
-    } else {
-        Command::new(program)
-    }
-}
-
-fn check(command: &mut Command, what: &str) {
-    let output = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(
-        output.status.success(),
-        "{what} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-impl PrivatePostgres {
-    fn start() -> Self {
-        let bin = server_bin();
-        let dir = std::env::temp_dir().join(format!("postern-l7pg-login-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("pw"), SUPERUSER_PASSWORD).unwrap();
-        if is_root() {
-            check(
-                Command::new("chown").args(["-R", "postgres"]).arg(&dir),
-                "chown",
-            );
-        }
-        let data = dir.join("data");
-        check(
-            as_server_user(&bin.join("initdb"))
-                .arg("-D")
-                .arg(&data)
-                .args(["-U", "postgres", "-E", "UTF8", "--no-sync"])
-                .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
-                .arg(format!("--pwfile={}", dir.join("pw").display())),
-            "initdb",
-        );
-        std::fs::write(
-            data.join("pg_hba.conf"),
-            "local all all trust\n\
-             host all md5_role 127.0.0.1/32 md5\n\
-             host all clear_role 127.0.0.1/32 password\n\
-             host all all 127.0.0.1/32 scram-sha-256\n",
-        )
-        .unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let server = PrivatePostgres { dir, bin, port };
-        check(
-            as_server_user(&server.bin.join("pg_ctl"))
-                .arg("-D")
-                .arg(&data)
-                .arg("-l")
-                .arg(server.dir.join("log"))
-                .args(["-w", "-o"])
-                .arg(format!(
-                    "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-                    server.dir.display()
-                ))
-                .arg("start"),
-            "pg_ctl start",
-        );
-        server
-    }
-}
-
-impl Drop for PrivatePostgres {
-    fn drop(&mut self) {
-        let _ = as_server_user(&self.bin.join("pg_ctl"))
-            .arg("-D")
-            .arg(self.dir.join("data"))
-            .args(["-m", "immediate", "stop"])
-            .output();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// A connection logged in with [`Login`], watched by a [`Session`].
@@ -284,7 +174,7 @@ const SCRAM: [i32; 4] = [10, 11, 12, 0];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scram_md5_and_cleartext_logins_against_a_real_server() {
-    let server = PrivatePostgres::start();
+    let server = private_postgres();
 
     let (mut admin, requests) = Connection::login(server.port, "postgres", SUPERUSER_PASSWORD)
         .await

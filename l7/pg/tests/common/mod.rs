@@ -2,7 +2,6 @@
 //! both directions through the decoders and the session machine.
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,25 +16,9 @@ use postern_l7_pg::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// Postgres the tests run against: `POSTERN_TEST_PG_HOST`/`POSTERN_TEST_PG_PORT`
-/// (scripts/test sets them), else 127.0.0.1:5432. Fails loudly if absent.
+/// Postgres the tests run against (see `postern_testkit::postgres::shared`).
 pub fn postgres() -> (String, u16) {
-    let host = std::env::var("POSTERN_TEST_PG_HOST").unwrap_or_else(|_| "127.0.0.1".into());
-    let port: u16 = std::env::var("POSTERN_TEST_PG_PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(5432);
-    let addr = format!("{host}:{port}");
-    let reachable = addr
-        .parse::<SocketAddr>()
-        .ok()
-        .and_then(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).ok());
-    assert!(
-        reachable.is_some(),
-        "these tests need PostgreSQL at {addr} (user postgres, trust auth). Run the suite \
-         with scripts/test, which starts one, or set POSTERN_TEST_PG_HOST/POSTERN_TEST_PG_PORT."
-    );
-    (host, port)
+    postern_testkit::postgres::shared()
 }
 
 /// Everything one relayed connection carried and produced.
@@ -283,45 +266,7 @@ async fn relay<H: Hooks>(
     record
 }
 
-/// A database made for one test on the real server and dropped after it.
-pub struct Database {
-    pub name: String,
-    host: String,
-    port: u16,
-}
-
-impl Database {
-    pub fn create(label: &str) -> Database {
-        let (host, port) = postgres();
-        let name = format!("postern_l7pg_{label}_{}", std::process::id());
-        let db = Database { name, host, port };
-        db.admin(&format!("drop database if exists {}", db.name));
-        db.admin(&format!("create database {}", db.name));
-        db
-    }
-
-    fn admin(&self, sql: &str) {
-        let output = std::process::Command::new("psql")
-            .args(["-X", "-At", "-h", &self.host, "-p", &self.port.to_string()])
-            .args(["-U", "postgres", "-d", "postgres", "-c", sql])
-            .output()
-            .expect("psql is installed (scripts/test installs the PostgreSQL client)");
-        assert!(
-            output.status.success(),
-            "{sql}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        self.admin(&format!(
-            "drop database if exists {} with (force)",
-            self.name
-        ));
-    }
-}
+pub use postern_testkit::postgres::Database;
 
 /// Runs a client tool against the relay without TLS (so the session sees the
 /// protocol); returns its stdout, failing the test if it failed.

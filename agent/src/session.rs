@@ -77,7 +77,10 @@ pub(crate) async fn serve(
 async fn reject(control: &mpsc::Sender<AgentMessage>, session_id: String, reason: String) {
     warn!(%reason, "session rejected");
     let rejected = AgentMessage {
-        kind: Some(AgentKind::SessionRejected(SessionRejected { session_id, reason })),
+        kind: Some(AgentKind::SessionRejected(SessionRejected {
+            session_id,
+            reason,
+        })),
     };
     let _ = control.send(rejected).await;
 }
@@ -85,7 +88,11 @@ async fn reject(control: &mpsc::Sender<AgentMessage>, session_id: String, reason
 type Attached = FrameStream<tonic::Streaming<Frame>>;
 
 /// Opens the session's data stream (outbound, like everything the agent does).
-async fn attach(request: &SessionRequest, config: &AgentConfig, channel: Channel) -> Option<Attached> {
+async fn attach(
+    request: &SessionRequest,
+    config: &AgentConfig,
+    channel: Channel,
+) -> Option<Attached> {
     let Ok(session_id) = AsciiMetadataValue::try_from(request.session_id.as_str()) else {
         warn!("session id is not valid metadata");
         return None;
@@ -127,7 +134,11 @@ async fn attach(request: &SessionRequest, config: &AgentConfig, channel: Channel
         }
     };
     debug!("attached");
-    Some(FrameStream::new(inbound, outgoing, Some(config.keepalive_interval)))
+    Some(FrameStream::new(
+        inbound,
+        outgoing,
+        Some(config.keepalive_interval),
+    ))
 }
 
 pub(crate) async fn dial(target: &str, config: &AgentConfig) -> Result<TcpStream, String> {

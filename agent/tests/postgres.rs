@@ -16,12 +16,24 @@ fn direct_psql(db: &Database, sql: &str) -> String {
 async fn psql_works_as_the_agents_login_and_every_statement_is_audited() {
     let db = Database::create("agent_pg_basic");
     db.sql("create table items (id int primary key, name text); insert into items select g, 'item ' || g from generate_series(1, 500) g");
-    let engine = Engine::start(db.addr(), settings(""), config_with_login("postgres", None), "alice").await;
+    let engine = Engine::start(
+        db.addr(),
+        settings(""),
+        config_with_login("postgres", None),
+        "alice",
+    )
+    .await;
 
     // The person asked for user alice; the database sees the agent's login
     // and, in application_name, who is behind it.
     let (ok, out, err) = engine
-        .psql(&db.name, &["-c", "select current_user, current_setting('application_name')"])
+        .psql(
+            &db.name,
+            &[
+                "-c",
+                "select current_user, current_setting('application_name')",
+            ],
+        )
         .await;
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "postgres|psql (postern:alice)");
@@ -33,7 +45,9 @@ async fn psql_works_as_the_agents_login_and_every_statement_is_audited() {
         "select count(*) from items;\nselect name from items where id = 42;\nupdate items set name = 'renamed' where id = 7;\n",
     )
     .unwrap();
-    let (ok, out, err) = engine.psql(&db.name, &["-f", script.path().to_str().unwrap()]).await;
+    let (ok, out, err) = engine
+        .psql(&db.name, &["-f", script.path().to_str().unwrap()])
+        .await;
     assert!(ok, "{err}");
     assert_eq!(out, "500\nitem 42\nUPDATE 1\n");
     let copied = tempfile::NamedTempFile::new().unwrap();
@@ -45,11 +59,17 @@ async fn psql_works_as_the_agents_login_and_every_statement_is_audited() {
     assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 500);
     db.sql("create table items_copy (id int, name text)");
     let (ok, _, err) = engine
-        .psql(&db.name, &["-c", &format!("\\copy items_copy from '{path}'")])
+        .psql(
+            &db.name,
+            &["-c", &format!("\\copy items_copy from '{path}'")],
+        )
         .await;
     assert!(ok, "{err}");
     assert_eq!(
-        direct_psql(&db, "select count(*), sum(id) from items_copy except select count(*), sum(id) from items"),
+        direct_psql(
+            &db,
+            "select count(*), sum(id) from items_copy except select count(*), sum(id) from items"
+        ),
         ""
     );
 
@@ -58,10 +78,19 @@ async fn psql_works_as_the_agents_login_and_every_statement_is_audited() {
         .iter()
         .map(|a| (a.statement.as_str(), a.outcome.as_str(), a.rows))
         .collect();
-    assert!(statements.contains(&("select count(*) from items;", "ok", 1)), "{statements:?}");
-    assert!(statements.contains(&("update items set name = 'renamed' where id = 7;", "ok", 1)), "{statements:?}");
     assert!(
-        statements.iter().any(|(sql, outcome, rows)| sql.starts_with("COPY  items FROM STDIN") || (sql.contains("items_copy") && *outcome == "ok" && *rows == 500)),
+        statements.contains(&("select count(*) from items;", "ok", 1)),
+        "{statements:?}"
+    );
+    assert!(
+        statements.contains(&("update items set name = 'renamed' where id = 7;", "ok", 1)),
+        "{statements:?}"
+    );
+    assert!(
+        statements.iter().any(
+            |(sql, outcome, rows)| sql.starts_with("COPY  items FROM STDIN")
+                || (sql.contains("items_copy") && *outcome == "ok" && *rows == 500)
+        ),
         "{statements:?}"
     );
 }
@@ -70,8 +99,15 @@ async fn psql_works_as_the_agents_login_and_every_statement_is_audited() {
 async fn guardrails_refuse_with_42501_and_the_session_goes_on() {
     let db = Database::create("agent_pg_guard");
     db.sql("create table accounts (id int, owner text); insert into accounts values (1, 'ann'), (2, 'bob')");
-    let policy = r#"{"guardrails": {"deny_tables": ["secrets"], "deny_kinds": ["drop", "truncate"]}}"#;
-    let engine = Engine::start(db.addr(), settings(policy), config_with_login("postgres", None), "alice").await;
+    let policy =
+        r#"{"guardrails": {"deny_tables": ["secrets"], "deny_kinds": ["drop", "truncate"]}}"#;
+    let engine = Engine::start(
+        db.addr(),
+        settings(policy),
+        config_with_login("postgres", None),
+        "alice",
+    )
+    .await;
     db.sql("create table secrets (v text); insert into secrets values ('s3')");
 
     // One session: every refusal leaves it usable.
@@ -88,38 +124,70 @@ async fn guardrails_refuse_with_42501_and_the_session_goes_on() {
          select count(*) from accounts;\n",
     )
     .unwrap();
-    let (_, out, err) = engine.psql(&db.name, &["-f", script.path().to_str().unwrap()]).await;
+    let (_, out, err) = engine
+        .psql(&db.name, &["-f", script.path().to_str().unwrap()])
+        .await;
     // psql sends `select 1; drop ...` on one line as two queries.
     assert_eq!(out, "1\n2\n", "{err}");
     assert_eq!(err.matches("statement blocked by rule").count(), 7, "{err}");
-    assert!(err.contains("deny_kind") && err.contains("require_where") && err.contains("deny_table"), "{err}");
+    assert!(
+        err.contains("deny_kind") && err.contains("require_where") && err.contains("deny_table"),
+        "{err}"
+    );
     assert_eq!(db.sql("select count(*) from accounts").trim(), "2");
     // One Query with several statements: refused whole, nothing of it runs.
     let (ok, _, err) = engine
-        .psql(&db.name, &["-c", "insert into accounts values (3, 'x'); drop table accounts"])
+        .psql(
+            &db.name,
+            &[
+                "-c",
+                "insert into accounts values (3, 'x'); drop table accounts",
+            ],
+        )
         .await;
     assert!(!ok && err.contains("deny_kind:drop"), "{err}");
     assert_eq!(db.sql("select count(*) from accounts").trim(), "2");
 
     // The extended protocol: a prepared statement is checked at Parse.
     let client = engine.client(&db.name).await;
-    let refused = client.prepare("select v from secrets where v = $1").await.unwrap_err();
+    let refused = client
+        .prepare("select v from secrets where v = $1")
+        .await
+        .unwrap_err();
     let code = refused.as_db_error().map(|e| e.code().code().to_owned());
     assert_eq!(code.as_deref(), Some("42501"), "{refused:?}");
-    let rows = client.query("select owner from accounts where id = $1", &[&1i32]).await.unwrap();
+    let rows = client
+        .query("select owner from accounts where id = $1", &[&1i32])
+        .await
+        .unwrap();
     assert_eq!(rows[0].get::<_, &str>(0), "ann");
 
     let audits = engine.audits(12).await;
-    let blocked: Vec<&str> = audits.iter().filter(|a| a.outcome == "blocked").map(|a| a.rule.as_str()).collect();
+    let blocked: Vec<&str> = audits
+        .iter()
+        .filter(|a| a.outcome == "blocked")
+        .map(|a| a.rule.as_str())
+        .collect();
     assert_eq!(blocked.len(), 9, "{audits:?}");
-    assert!(audits.iter().any(|a| a.statement == "select owner from accounts where id = $1" && a.outcome == "ok" && a.parameters == 1 && a.parameter_values.is_empty()));
+    assert!(audits.iter().any(
+        |a| a.statement == "select owner from accounts where id = $1"
+            && a.outcome == "ok"
+            && a.parameters == 1
+            && a.parameter_values.is_empty()
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_is_enforced_by_the_parse_and_by_the_database() {
     let db = Database::create("agent_pg_ro");
     db.sql("create table t (v int); create function sneaky() returns int language sql as 'insert into t values (1) returning v'");
-    let engine = Engine::start(db.addr(), settings(r#"{"guardrails": {"read_only": true}}"#), config_with_login("postgres", None), "alice").await;
+    let engine = Engine::start(
+        db.addr(),
+        settings(r#"{"guardrails": {"read_only": true}}"#),
+        config_with_login("postgres", None),
+        "alice",
+    )
+    .await;
     for sql in [
         "insert into t values (1)",
         "with x as (delete from t returning *) select * from x",
@@ -128,13 +196,18 @@ async fn read_only_is_enforced_by_the_parse_and_by_the_database() {
         "create table u (v int)",
     ] {
         let (ok, _, err) = engine.psql(&db.name, &["-c", sql]).await;
-        assert!(!ok && err.contains("statement blocked by rule"), "{sql}: {err}");
+        assert!(
+            !ok && err.contains("statement blocked by rule"),
+            "{sql}: {err}"
+        );
     }
     // What no parse can see, the database itself refuses.
     let (ok, _, err) = engine.psql(&db.name, &["-c", "select sneaky()"]).await;
     assert!(!ok && err.contains("read-only transaction"), "{err}");
     assert_eq!(db.sql("select count(*) from t").trim(), "0");
-    let (ok, out, err) = engine.psql(&db.name, &["-c", "select count(*) from t"]).await;
+    let (ok, out, err) = engine
+        .psql(&db.name, &["-c", "select count(*) from t"])
+        .await;
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "0");
 }
@@ -147,9 +220,21 @@ async fn masking_by_column_and_by_detector_whatever_the_alias_or_protocol() {
          insert into users values (1, 'ann@example.com', '4111 1111 1111 1111', 'call +44 20 7946 0958', 5000)",
     );
     let policy = r#"{"masking": {"columns": [{"column": "users.email"}, {"column": "salary"}], "detectors": ["card_number", "phone"]}}"#;
-    let engine = Engine::start(db.addr(), settings(policy), config_with_login("postgres", None), "alice").await;
+    let engine = Engine::start(
+        db.addr(),
+        settings(policy),
+        config_with_login("postgres", None),
+        "alice",
+    )
+    .await;
     let (ok, out, err) = engine
-        .psql(&db.name, &["-c", "select id, email as contact, card, note, salary from users"])
+        .psql(
+            &db.name,
+            &[
+                "-c",
+                "select id, email as contact, card, note, salary from users",
+            ],
+        )
         .await;
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "1|****|************1111|call **********58|****");
@@ -161,7 +246,10 @@ async fn masking_by_column_and_by_detector_whatever_the_alias_or_protocol() {
     // a masked int becomes NULL (a binary value cannot be half masked).
     let client = engine.client(&db.name).await;
     let row = client
-        .query_one("select email e, card, salary from users where id = $1", &[&1i32])
+        .query_one(
+            "select email e, card, salary from users where id = $1",
+            &[&1i32],
+        )
         .await
         .unwrap();
     assert_eq!(row.get::<_, &str>(0), "****");
@@ -173,13 +261,22 @@ async fn masking_by_column_and_by_detector_whatever_the_alias_or_protocol() {
         .iter()
         .find(|a| a.statement.starts_with("select id, email as contact"))
         .expect("the select is audited");
-    assert_eq!(masked.masked_columns, vec!["card", "contact", "note", "salary"]);
+    assert_eq!(
+        masked.masked_columns,
+        vec!["card", "contact", "note", "salary"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_reaches_the_database_through_the_agents_own_key() {
     let db = Database::create("agent_pg_cancel");
-    let engine = Engine::start(db.addr(), settings(""), config_with_login("postgres", None), "alice").await;
+    let engine = Engine::start(
+        db.addr(),
+        settings(""),
+        config_with_login("postgres", None),
+        "alice",
+    )
+    .await;
     let client = engine.client(&db.name).await;
     let token = client.cancel_token();
     let started = std::time::Instant::now();
@@ -194,7 +291,11 @@ async fn cancel_reaches_the_database_through_the_agents_own_key() {
     .await;
     token.cancel_query(tokio_postgres::NoTls).await.unwrap();
     let error = sleeper.await.unwrap().unwrap_err();
-    assert_eq!(error.as_db_error().map(|e| e.code().code()), Some("57014"), "{error:?}");
+    assert_eq!(
+        error.as_db_error().map(|e| e.code().code()),
+        Some("57014"),
+        "{error:?}"
+    );
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
     // The session's key is forgotten at its end.
     let keys = engine.config.cancel_keys.clone();

@@ -100,7 +100,9 @@ impl SessionTracker {
     /// Hands one statement the agent reported to the session's writer.
     fn record_statement(&self, statement: StatementAudit) {
         let outcome = match statement.outcome.as_str() {
-            "ok" | "error" | "blocked" => statement.outcome.clone(),
+            // `skipped`: not run after an earlier error in its batch;
+            // `protocol_error`: a malformed message ended the session.
+            "ok" | "error" | "blocked" | "skipped" | "protocol_error" => statement.outcome.clone(),
             _ => "unknown".to_owned(),
         };
         let event = AuditEvent {

@@ -32,7 +32,16 @@ pub fn shared() -> (String, u16) {
 /// the unaligned output.
 pub fn psql(host: &str, port: u16, database: &str, sql: &str) -> String {
     let output = Command::new("psql")
-        .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-h", host, "-p", &port.to_string()])
+        .args([
+            "-X",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            host,
+            "-p",
+            &port.to_string(),
+        ])
         .args(["-U", "postgres", "-d", database, "-c", sql])
         .env("PGSSLMODE", "disable")
         .output()
@@ -82,7 +91,10 @@ impl Drop for Database {
         let _ = Command::new("psql")
             .args(["-X", "-h", &self.host, "-p", &self.port.to_string()])
             .args(["-U", "postgres", "-d", "postgres", "-c"])
-            .arg(format!("drop database if exists {} with (force)", self.name))
+            .arg(format!(
+                "drop database if exists {} with (force)",
+                self.name
+            ))
             .output();
     }
 }
@@ -181,7 +193,10 @@ impl PrivatePostgres {
         std::fs::write(dir.join("pw"), &options.superuser_password).unwrap();
         let data = dir.join("data");
         if is_root() {
-            check(Command::new("chown").args(["-R", "postgres"]).arg(&dir), "chown");
+            check(
+                Command::new("chown").args(["-R", "postgres"]).arg(&dir),
+                "chown",
+            );
         }
         check(
             as_server_user(&bin.join("initdb"))
@@ -232,7 +247,16 @@ impl PrivatePostgres {
         let output = as_server_user(Path::new("psql"))
             .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-h"])
             .arg(&self.dir)
-            .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-c", sql])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-c",
+                sql,
+            ])
             .output()
             .expect("psql runs");
         assert!(

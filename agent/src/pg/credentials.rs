@@ -142,7 +142,11 @@ impl Credentials {
         }
     }
 
-    fn login_from_variables(&self, reference: &str, name: &str) -> Result<DbLogin, CredentialError> {
+    fn login_from_variables(
+        &self,
+        reference: &str,
+        name: &str,
+    ) -> Result<DbLogin, CredentialError> {
         let user_var = format!("{ENV_PREFIX}{name}_USER");
         let user = self
             .env
@@ -229,7 +233,14 @@ mod tests {
                 var: "POSTERN_CRED_MISSING_USER".into()
             }
         );
-        for bad in ["env:aws", "env:", "vault:x", "ORDERS", "env:A-B", "file:../etc"] {
+        for bad in [
+            "env:aws",
+            "env:",
+            "vault:x",
+            "ORDERS",
+            "env:A-B",
+            "file:../etc",
+        ] {
             assert!(
                 matches!(credentials.resolve(bad), Err(CredentialError::Syntax(_))),
                 "{bad}"
@@ -252,7 +263,11 @@ mod tests {
         std::fs::create_dir(&k8s).unwrap();
         std::fs::write(k8s.join("user"), "reporter\n").unwrap();
         std::fs::write(k8s.join("password"), "pa:ss\n").unwrap();
-        std::fs::write(dir.path().join("broken"), r#"{"user": "x", "pass": "leak"}"#).unwrap();
+        std::fs::write(
+            dir.path().join("broken"),
+            r#"{"user": "x", "pass": "leak"}"#,
+        )
+        .unwrap();
 
         let credentials = Credentials::default();
         assert_eq!(
@@ -261,7 +276,10 @@ mod tests {
         );
         let credentials = credentials.with_dir(dir.path());
         let login = credentials.resolve("file:orders.json").unwrap();
-        assert_eq!((login.user.as_str(), login.password.unwrap().expose()), ("app", "pw"));
+        assert_eq!(
+            (login.user.as_str(), login.password.unwrap().expose()),
+            ("app", "pw")
+        );
         let login = credentials.resolve("file:reports").unwrap();
         assert_eq!(
             (login.user.as_str(), login.password.unwrap().expose()),

@@ -189,7 +189,12 @@ mod tests {
     fn modes_and_hosts() {
         assert_eq!("".parse::<TlsMode>(), Ok(TlsMode::Prefer));
         assert_eq!("verify-full".parse::<TlsMode>(), Ok(TlsMode::VerifyFull));
-        assert!("verify-ca".parse::<TlsMode>().unwrap_err().contains("verify-full"));
+        assert!(
+            "verify-ca"
+                .parse::<TlsMode>()
+                .unwrap_err()
+                .contains("verify-full")
+        );
         assert_eq!(host_of("db.internal:5432"), "db.internal");
         assert_eq!(host_of("[::1]:5432"), "::1");
         assert_eq!(host_of("127.0.0.1:5432"), "127.0.0.1");

@@ -38,8 +38,7 @@ impl SqlHooks {
         Ok(Self {
             guardrails: Guardrails::new(&policy.guardrails)?,
             masker: Masker::new(&policy.masking)?,
-            allow_function_calls: policy.guardrails.allow_unparsed
-                && !policy.guardrails.read_only,
+            allow_function_calls: policy.guardrails.allow_unparsed && !policy.guardrails.read_only,
             sources: SourceColumns::new(),
             resolved_tables: BTreeSet::new(),
             masked: HashMap::new(),
@@ -67,7 +66,9 @@ impl SqlHooks {
             },
             postern_l7_sql::Verdict::Allow(facts) => {
                 // COPY TO STDOUT sends rows as CopyData, which masking does not see.
-                let copies_out = facts.iter().any(|f| f.kinds.contains(&StatementKind::CopyTo));
+                let copies_out = facts
+                    .iter()
+                    .any(|f| f.kinds.contains(&StatementKind::CopyTo));
                 if copies_out && !self.masker.is_empty() {
                     Verdict::Block {
                         rule: "masking_copy".into(),
@@ -158,7 +159,13 @@ mod tests {
     use super::*;
     use postern_l7_pg::messages::{FieldDescription, RowDescription};
 
-    fn field(name: &str, table_oid: u32, attnum: i16, type_oid: u32, format: i16) -> FieldDescription {
+    fn field(
+        name: &str,
+        table_oid: u32,
+        attnum: i16,
+        type_oid: u32,
+        format: i16,
+    ) -> FieldDescription {
         FieldDescription {
             name: name.into(),
             table_oid,

@@ -26,8 +26,8 @@ use postern_l7_pg::session::{Session, SessionOptions};
 use postern_l7_pg::{FrontendDecoder, Limits, Tag};
 use postern_l7_sql::SqlPolicy;
 use postern_tunnel::FrameStream;
-use postern_tunnel::stream::FINISH_LINGER;
 use postern_tunnel::proto::{Frame, PostgresSession, SessionRequest, StatementAudit, frame::Kind};
+use postern_tunnel::stream::FINISH_LINGER;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{debug, info, warn};
 
@@ -65,7 +65,8 @@ impl Plan {
                 .map_err(|e| format!("the connection's SQL policy is invalid: {e}"))?
         };
         // Compiled now so a bad rule refuses the session before it starts.
-        SqlHooks::new(&policy).map_err(|e| format!("the connection's SQL policy is invalid: {e}"))?;
+        SqlHooks::new(&policy)
+            .map_err(|e| format!("the connection's SQL policy is invalid: {e}"))?;
         let login = config
             .credentials
             .resolve(&settings.credential)
@@ -83,9 +84,10 @@ impl Plan {
 /// Dials the database and negotiates TLS as the plan says.
 pub async fn connect(target: &str, plan: &Plan, config: &AgentConfig) -> Result<DbStream, String> {
     let socket = crate::session::dial(target, config).await?;
-    let (stream, encrypted) = dial::negotiate(socket, target, plan.tls, config.db_ca_pem.as_deref())
-        .await
-        .map_err(|e| e.to_string())?;
+    let (stream, encrypted) =
+        dial::negotiate(socket, target, plan.tls, config.db_ca_pem.as_deref())
+            .await
+            .map_err(|e| e.to_string())?;
     debug!(encrypted, "connected to the database");
     Ok(stream)
 }
@@ -145,7 +147,11 @@ where
             let _ = frames
                 .write_all(&ErrorResponse::protocol_violation(&error).encode())
                 .await;
-            let _ = send_audit(frames, audit::protocol_error("the client", &error.to_string())).await;
+            let _ = send_audit(
+                frames,
+                audit::protocol_error("the client", &error.to_string()),
+            )
+            .await;
             return Err(format!("bad startup from the client: {error}"));
         }
         Ok(Ok(opening)) => opening,
@@ -170,7 +176,12 @@ where
         }
     };
     let mut server = server;
-    let hello = match tokio::time::timeout(LOGIN_TIMEOUT, log_in(&mut server, parameters.clone(), &plan.login)).await {
+    let hello = match tokio::time::timeout(
+        LOGIN_TIMEOUT,
+        log_in(&mut server, parameters.clone(), &plan.login),
+    )
+    .await
+    {
         Ok(Ok(hello)) => hello,
         Ok(Err(e)) => {
             warn!(error = %e, "database login failed");
@@ -178,7 +189,11 @@ where
             return Err(e.to_string());
         }
         Err(_) => {
-            let error = ErrorResponse::new("FATAL", "08006", "postern agent: the database did not finish the login in 30 s");
+            let error = ErrorResponse::new(
+                "FATAL",
+                "08006",
+                "postern agent: the database did not finish the login in 30 s",
+            );
             let _ = frames.write_all(&error.encode()).await;
             return Err("database login timed out".into());
         }
@@ -192,7 +207,12 @@ where
         })
     });
     let mut reply = BytesMut::new();
-    if startup.version.minor > 0 || startup.parameters.iter().any(|(k, _)| k.starts_with("_pq_.")) {
+    if startup.version.minor > 0
+        || startup
+            .parameters
+            .iter()
+            .any(|(k, _)| k.starts_with("_pq_."))
+    {
         NegotiateProtocolVersion {
             newest_minor: 0,
             unrecognized_options: startup
@@ -269,10 +289,16 @@ where
                 frames.write_all(b"N").await.map_err(OpeningError::Io)?;
             }
             Tag::CancelRequest => {
-                return message.parse().map(Opening::Cancel).map_err(OpeningError::Protocol);
+                return message
+                    .parse()
+                    .map(Opening::Cancel)
+                    .map_err(OpeningError::Protocol);
             }
             _ => {
-                return message.parse().map(Opening::Startup).map_err(OpeningError::Protocol);
+                return message
+                    .parse()
+                    .map(Opening::Startup)
+                    .map_err(OpeningError::Protocol);
             }
         }
     }
@@ -280,7 +306,12 @@ where
 
 /// Sends the database a cancel for the session the client's key names, if
 /// this person may cancel it. Like Postgres, says nothing either way.
-async fn forward_cancel(cancel: CancelRequest, plan: Plan, request: &SessionRequest, config: &AgentConfig) {
+async fn forward_cancel(
+    cancel: CancelRequest,
+    plan: Plan,
+    request: &SessionRequest,
+    config: &AgentConfig,
+) {
     let Some(target) = config.cancel_keys.find(
         cancel.process_id,
         &cancel.secret_key,
@@ -296,7 +327,10 @@ async fn forward_cancel(cancel: CancelRequest, plan: Plan, request: &SessionRequ
     };
     let sent = async {
         let mut stream = connect(&request.target, &plan, config).await?;
-        stream.write_all(&real.encode()).await.map_err(|e| e.to_string())?;
+        stream
+            .write_all(&real.encode())
+            .await
+            .map_err(|e| e.to_string())?;
         // The server closes once it has read the request.
         let mut rest = Vec::new();
         let _ = stream.read_to_end(&mut rest).await;

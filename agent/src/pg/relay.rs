@@ -136,10 +136,11 @@ where
             let fatal = ErrorResponse::protocol_violation(error).encode();
             self.to_client_len += fatal.len();
             self.to_client.push_back(ToClient::Data(fatal));
-            self.to_client.push_back(ToClient::Audit(audit::protocol_error(
-                side,
-                &error.to_string(),
-            )));
+            self.to_client
+                .push_back(ToClient::Audit(audit::protocol_error(
+                    side,
+                    &error.to_string(),
+                )));
         }
         // What is due to the client still reaches it, if it is there to read.
         let flush = poll_fn(|cx| self.poll_flush_client(cx));
@@ -178,7 +179,11 @@ where
             side: "the database",
             error,
         };
-        while let Some(message) = self.backend.decode(&mut self.server_buf).map_err(protocol)? {
+        while let Some(message) = self
+            .backend
+            .decode(&mut self.server_buf)
+            .map_err(protocol)?
+        {
             if message.type_byte() == Some(b'T') && self.session.hooks().needs_sources() {
                 let description: RowDescription = message.parse().map_err(protocol)?;
                 let hooks = self.session.hooks_mut();
@@ -262,7 +267,11 @@ where
             self.to_server_len >= BACKLOG_LIMIT || self.to_client_len >= BACKLOG_LIMIT;
         if !self.client_ended && !client_backed_up {
             self.client_buf.reserve(READ_CHUNK);
-            match tokio_util::io::poll_read_buf(Pin::new(&mut *self.client), cx, &mut self.client_buf) {
+            match tokio_util::io::poll_read_buf(
+                Pin::new(&mut *self.client),
+                cx,
+                &mut self.client_buf,
+            ) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Ok(Step::ClientEnded)),
                 Poll::Ready(Ok(_)) => return Poll::Ready(Ok(Step::ClientBytes)),
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
@@ -271,7 +280,11 @@ where
         }
         if !self.server_ended && self.to_client_len < BACKLOG_LIMIT {
             self.server_buf.reserve(READ_CHUNK);
-            match tokio_util::io::poll_read_buf(Pin::new(&mut self.server), cx, &mut self.server_buf) {
+            match tokio_util::io::poll_read_buf(
+                Pin::new(&mut self.server),
+                cx,
+                &mut self.server_buf,
+            ) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Ok(Step::ServerEnded)),
                 Poll::Ready(Ok(_)) => return Poll::Ready(Ok(Step::ServerBytes)),
                 // A reset after the client left is the database's way of closing.
@@ -303,20 +316,18 @@ where
     fn poll_flush_client(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while let Some(front) = self.to_client.front_mut() {
             match front {
-                ToClient::Data(bytes) => {
-                    match Pin::new(&mut *self.client).poll_write(cx, bytes) {
-                        Poll::Ready(Ok(n)) => {
-                            self.to_client_moved = true;
-                            self.to_client_len -= n;
-                            bytes.advance(n);
-                            if bytes.is_empty() {
-                                self.to_client.pop_front();
-                            }
+                ToClient::Data(bytes) => match Pin::new(&mut *self.client).poll_write(cx, bytes) {
+                    Poll::Ready(Ok(n)) => {
+                        self.to_client_moved = true;
+                        self.to_client_len -= n;
+                        bytes.advance(n);
+                        if bytes.is_empty() {
+                            self.to_client.pop_front();
                         }
-                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                        Poll::Pending => return Poll::Pending,
                     }
-                }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                },
                 ToClient::Audit(_) => {
                     std::task::ready!(self.client.poll_reserve_frame(cx))?;
                     if let Some(ToClient::Audit(audit)) = self.to_client.pop_front() {

@@ -113,8 +113,9 @@ impl LoginError {
     pub fn to_client(&self) -> Bytes {
         match self {
             LoginError::Refused { raw, .. } => raw.clone(),
-            other => ErrorResponse::new("FATAL", "08006", format!("postern agent: {other}"))
-                .encode(),
+            other => {
+                ErrorResponse::new("FATAL", "08006", format!("postern agent: {other}")).encode()
+            }
         }
     }
 }
@@ -238,7 +239,11 @@ mod tests {
         let params = server_parameters(&startup(&[("user", "bob")]), &login(), &pinned).unwrap();
         assert!(params.contains(&("database".into(), "reports".into())));
         assert!(params.contains(&("application_name".into(), "postern:bob".into())));
-        assert!(!params.iter().any(|(k, _)| k == "default_transaction_read_only"));
+        assert!(
+            !params
+                .iter()
+                .any(|(k, _)| k == "default_transaction_read_only")
+        );
 
         let refused = server_parameters(
             &startup(&[("user", "x"), ("replication", "database")]),

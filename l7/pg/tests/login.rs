@@ -11,8 +11,8 @@ use postern_l7_pg::messages::{
 };
 use postern_l7_pg::session::{Event, Phase, Session};
 use postern_l7_pg::{BackendDecoder, Limits};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use postern_testkit::postgres::{PrivateOptions, PrivatePostgres};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const SUPERUSER_PASSWORD: &str = "super secret";

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use postern_agent::pg::credentials::Credentials;
 use postern_agent::{AgentConfig, AgentHandle};
 use postern_state::memory::MemoryRouteStore;
 use postern_state::sqlite::SqliteStore;
@@ -25,7 +26,13 @@ pub struct DevOptions {
     pub listen_addr: SocketAddr,
     pub internal_addr: SocketAddr,
     pub settings: Settings,
+    /// Database logins for the embedded agent (`POSTERN_CRED_*`); dev mode
+    /// adds `env:DEV` (user `$PGUSER` or `postgres`, no password) if unset.
+    pub agent_credentials: Credentials,
 }
+
+/// The credential reference dev mode always has.
+pub const DEV_CREDENTIAL: &str = "env:DEV";
 
 pub struct DevGateway {
     pub running: RunningGateway,
@@ -97,6 +104,11 @@ pub async fn start_dev(options: DevOptions) -> anyhow::Result<DevGateway> {
     agent_config.ca_pem = Some(std::fs::read(certs.ca_path())?);
     agent_config.keepalive_interval = options.settings.keepalive_interval;
     agent_config.reconnect_max = Duration::from_secs(2);
+    agent_config.credentials = options.agent_credentials.clone();
+    if agent_config.credentials.resolve(DEV_CREDENTIAL).is_err() {
+        let user = std::env::var("PGUSER").unwrap_or_else(|_| "postgres".into());
+        agent_config.credentials.insert("DEV", &user, None);
+    }
     let agent = postern_agent::spawn(agent_config)?;
     agent
         .wait_connected(Duration::from_secs(10))
@@ -129,14 +141,19 @@ Admin token (dev only; kept in {dir}/admin-token):
 
 Next, in another terminal:
   postern login {url} --token {token} --ca-cert {ca}
-  postern connection add local-pg --kind tcp --target 127.0.0.1:5432 --agent {agent}
+  postern connection add local-pg --kind postgres --target 127.0.0.1:5432 --agent {agent} --credential {credential}
   postern connect local-pg --port 5433
-  psql -h 127.0.0.1 -p 5433 -U postgres
+  psql -h 127.0.0.1 -p 5433 -d postgres
+
+The embedded agent logs in to Postgres itself ({credential}: POSTERN_CRED_DEV_USER /
+POSTERN_CRED_DEV_PASSWORD, default user postgres); psql needs no password. Every statement
+is audited: postern audit --statements. Plain TCP instead: --kind tcp.
 
 Press Ctrl-C to stop.",
             url = self.url,
             internal = self.running.internal_addr,
             agent = EMBEDDED_AGENT,
+            credential = DEV_CREDENTIAL,
             dir = self
                 .ca_path
                 .parent()

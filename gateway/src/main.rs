@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use postern_agent::pg::credentials::Credentials;
 use postern_gateway::config::{GatewayConfig, VARS, settings_from_env};
 use postern_gateway::dev::{DevOptions, start_dev};
 use postern_gateway::{Stores, start};
@@ -53,7 +54,12 @@ async fn main() {
         .chain(&["POSTERN_CONFIG", "POSTERN_TOKEN", "POSTERN_LOG"])
         .copied()
         .collect();
-    for var in env.unknown("POSTERN_", &known) {
+    let by_prefix = postern_agent::config::VAR_PREFIXES;
+    for var in env
+        .unknown("POSTERN_", &known)
+        .into_iter()
+        .filter(|var| !by_prefix.iter().any(|prefix| var.starts_with(prefix)))
+    {
         tracing::warn!(%var, "unknown POSTERN_ variable ignored (a typo?)");
     }
     let result = match cli.command {
@@ -144,6 +150,10 @@ async fn run_dev(
         listen_addr: listen,
         internal_addr: internal,
         settings: settings_from_env(env)?,
+        agent_credentials: Credentials::from_env(
+            env,
+            env.optional::<PathBuf>("POSTERN_CREDENTIALS_DIR")?,
+        ),
     };
     let dev = start_dev(options).await?;
     println!("{}", dev.instructions());

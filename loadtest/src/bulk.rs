@@ -96,7 +96,7 @@ pub async fn run(
         bin_dir.display()
     );
     let ssh = procs::ssh_tunnel(dir.path(), target).await?;
-    let postern = procs::postern(bin_dir, dir.path(), target).await?;
+    let postern = procs::postern(bin_dir, dir.path(), target, &["--kind", "tcp"]).await?;
     let paths = [
         (Path3::Direct, target),
         (Path3::SshL, ssh.local),

@@ -6,6 +6,7 @@ mod bulk;
 mod cluster;
 mod idle;
 mod observe;
+mod pgbench;
 mod procs;
 mod redis;
 mod splice;
@@ -102,6 +103,34 @@ enum Command {
         #[arg(long, value_delimiter = ' ')]
         gateway_wrapper: Vec<String>,
     },
+    /// pgbench -S through Postern (guardrails and audit on) vs direct vs ssh -L.
+    Pgbench {
+        /// The PostgreSQL to measure (user postgres, trust auth) [default:
+        /// POSTERN_TEST_PG_HOST:POSTERN_TEST_PG_PORT, else 127.0.0.1:5432].
+        #[arg(long)]
+        postgres: Option<std::net::SocketAddr>,
+        /// Client counts to measure.
+        #[arg(long, value_delimiter = ',', default_value = "1,8")]
+        clients: Vec<u32>,
+        /// Seconds per pgbench run [default: 10; --quick 1].
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// Runs per path and client count; paths alternate so drift cancels [default: 3; --quick 1].
+        #[arg(long)]
+        rounds: Option<usize>,
+        /// pgbench's query mode: simple, extended or prepared.
+        #[arg(long, default_value = "simple")]
+        mode: String,
+        /// Small sizes for a smoke test that finishes in seconds.
+        #[arg(long)]
+        quick: bool,
+        /// Where postern-gateway and postern are.
+        #[arg(long, default_value = "target/release")]
+        bin_dir: PathBuf,
+        /// Also write the results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Runs an agent configured by POSTERN_* variables, as postern-agent does
     /// (used by `splice --agent loadtest`).
     #[command(hide = true)]
@@ -161,6 +190,36 @@ async fn main() -> anyhow::Result<()> {
                 bin_dir,
                 json,
                 gateway_wrapper,
+            })
+            .await
+        }
+        Command::Pgbench {
+            postgres,
+            clients,
+            seconds,
+            rounds,
+            mode,
+            quick,
+            bin_dir,
+            json,
+        } => {
+            let postgres = match postgres {
+                Some(addr) => addr,
+                None => format!(
+                    "{}:{}",
+                    std::env::var("POSTERN_TEST_PG_HOST").unwrap_or_else(|_| "127.0.0.1".into()),
+                    std::env::var("POSTERN_TEST_PG_PORT").unwrap_or_else(|_| "5432".into())
+                )
+                .parse()?,
+            };
+            pgbench::run(pgbench::Options {
+                postgres,
+                clients,
+                seconds: seconds.unwrap_or(if quick { 1 } else { 10 }),
+                rounds: rounds.unwrap_or(if quick { 1 } else { 3 }),
+                mode,
+                bin_dir,
+                json,
             })
             .await
         }

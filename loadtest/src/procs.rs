@@ -53,9 +53,15 @@ pub struct Postern {
     pub local: SocketAddr,
 }
 
-/// `postern-gateway dev` (TLS, embedded agent), a connection to `target`, and
+/// `postern-gateway dev` (TLS, embedded agent), a connection to `target`
+/// (`kind`: the `postern connection add` flags that say what it is), and
 /// `postern connect` on a free local port: the walkthrough of the README.
-pub async fn postern(bin_dir: &Path, dir: &Path, target: SocketAddr) -> anyhow::Result<Postern> {
+pub async fn postern(
+    bin_dir: &Path,
+    dir: &Path,
+    target: SocketAddr,
+    kind: &[&str],
+) -> anyhow::Result<Postern> {
     let gateway_bin = bin_dir.join("postern-gateway");
     let cli_bin = bin_dir.join("postern");
     for bin in [&gateway_bin, &cli_bin] {
@@ -102,16 +108,9 @@ pub async fn postern(bin_dir: &Path, dir: &Path, target: SocketAddr) -> anyhow::
         ("POSTERN_CA_CERT", data.join("tls").join("ca.pem")),
     ];
     let added = Command::new(&cli_bin)
-        .args([
-            "connection",
-            "add",
-            "bench",
-            "--kind",
-            "tcp",
-            "--agent",
-            "local",
-            "--target",
-        ])
+        .args(["connection", "add", "bench"])
+        .args(kind)
+        .args(["--agent", "local", "--target"])
         .arg(target.to_string())
         .envs(env.clone())
         .output()

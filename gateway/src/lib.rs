@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod config;
+pub mod connection_settings;
 pub mod dev;
 pub mod heartbeat;
 pub mod metrics;

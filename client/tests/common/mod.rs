@@ -186,13 +186,7 @@ impl Cluster {
 
     pub async fn add_connection(&self, name: &str, target: &str, agent: &str) {
         self.store
-            .create_connection(&Connection {
-                name: name.into(),
-                kind: ConnectionKind::Tcp,
-                target: target.into(),
-                agent: agent.into(),
-                created_at_ms: now_ms(),
-            })
+            .create_connection(&Connection::tcp(name, target, agent, now_ms()))
             .await
             .unwrap();
     }

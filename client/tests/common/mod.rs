@@ -191,6 +191,26 @@ impl Cluster {
             .unwrap();
     }
 
+    /// A connection of kind postgres (credential `env:ORDERS`, TLS `prefer`).
+    pub async fn add_postgres_connection(
+        &self,
+        name: &str,
+        target: &str,
+        agent: &str,
+        database: Option<&str>,
+    ) {
+        self.store
+            .create_connection(&Connection {
+                kind: ConnectionKind::Postgres,
+                database: database.map(str::to_owned),
+                credential: Some("env:ORDERS".into()),
+                tls: Some("prefer".into()),
+                ..Connection::tcp(name, target, agent, now_ms())
+            })
+            .await
+            .unwrap();
+    }
+
     pub fn channel(&self) -> tonic::transport::Channel {
         postern_tunnel::http2::lazy_channel(&self.url, Some(&self.ca_pem)).unwrap()
     }

@@ -4,13 +4,13 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use crate::api::ApiClient;
 use crate::config::{Login, config_path};
 use crate::connect::Connector;
+use crate::connections::{ConnectionCommand, ConnectionView, client_hint};
 
 #[derive(Parser)]
 #[command(
@@ -83,25 +83,6 @@ enum Command {
         #[arg(long)]
         statements: bool,
     },
-}
-
-#[derive(Subcommand)]
-enum ConnectionCommand {
-    /// Add a connection reached through an agent.
-    Add {
-        name: String,
-        #[arg(long, default_value = "tcp")]
-        kind: String,
-        /// HOST:PORT as the agent sees it.
-        #[arg(long)]
-        target: String,
-        #[arg(long)]
-        agent: String,
-    },
-    /// Remove a connection.
-    Rm { name: String },
-    /// List connections.
-    Ls,
 }
 
 #[derive(Subcommand)]
@@ -190,24 +171,9 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 client()?.login().gateway_url
             );
         }
-        Command::Ls | Command::Connection(ConnectionCommand::Ls) => list_connections().await?,
+        Command::Ls => crate::connections::list(&client()?).await?,
         Command::Connect { name, port, bind } => connect(name, SocketAddr::new(bind, port)).await?,
-        Command::Connection(ConnectionCommand::Add {
-            name,
-            kind,
-            target,
-            agent,
-        }) => {
-            let body = json!({ "name": name, "kind": kind, "target": target, "agent": agent });
-            let _: Value = client()?.post("/v1/connections", &body).await?;
-            println!(
-                "Added connection {name} ({kind} → {target} via agent {agent}). Reach it with: postern connect {name}"
-            );
-        }
-        Command::Connection(ConnectionCommand::Rm { name }) => {
-            client()?.delete(&format!("/v1/connections/{name}")).await?;
-            println!("Removed connection {name}.");
-        }
+        Command::Connection(command) => crate::connections::execute(&client()?, command).await?,
         Command::Agent(AgentCommand::Add { name }) => {
             let api = client()?;
             let created: Value = api.post("/v1/agents", &json!({ "name": name })).await?;
@@ -314,45 +280,6 @@ async fn execute(command: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[derive(Deserialize)]
-struct ConnectionView {
-    name: String,
-    kind: String,
-    target: String,
-    agent: String,
-    agent_connected: bool,
-}
-
-async fn list_connections() -> anyhow::Result<()> {
-    let connections: Vec<ConnectionView> = client()?.get("/v1/connections").await?;
-    println!(
-        "{:<24} {:<8} {:<28} {:<16} ONLINE",
-        "NAME", "KIND", "TARGET", "AGENT"
-    );
-    for c in connections {
-        println!(
-            "{:<24} {:<8} {:<28} {:<16} {}",
-            c.name,
-            c.kind,
-            c.target,
-            c.agent,
-            if c.agent_connected { "yes" } else { "no" }
-        );
-    }
-    Ok(())
-}
-
-fn client_hint(kind: &str, addr: SocketAddr) -> String {
-    let (host, port) = (addr.ip(), addr.port());
-    match kind {
-        "postgres" => format!("psql -h {host} -p {port}"),
-        "mysql" => format!("mysql -h {host} -P {port}"),
-        _ => format!(
-            "e.g. psql -h {host} -p {port}, mysql -h {host} -P {port}, or ssh -p {port} user@{host}"
-        ),
-    }
-}
-
 async fn connect(name: String, addr: SocketAddr) -> anyhow::Result<()> {
     let api = client()?;
     // Check first, so a typo fails here rather than at the first client connection.
@@ -380,16 +307,21 @@ async fn connect(name: String, addr: SocketAddr) -> anyhow::Result<()> {
         connection.kind,
         connection.target,
         connection.agent,
-        client_hint(&connection.kind, local)
+        client_hint(connection, local)
     );
     println!("Press Ctrl-C to stop.");
     let url = login.gateway_url.clone();
     let fresh_ca = ca.clone();
-    let connector = Connector::new(channel, login.token.clone(), &name)?.with_fresh_channels(
+    let mut connector = Connector::new(channel, login.token.clone(), &name)?.with_fresh_channels(
         std::sync::Arc::new(move || {
             postern_tunnel::http2::lazy_channel(&url, fresh_ca.as_deref()).ok()
         }),
     );
+    if connection.kind == "postgres" {
+        // The agent speaks to the database (with TLS if configured); the local
+        // hop is loopback, so the client's encryption request is declined here.
+        connector = connector.with_postgres_negotiation();
+    }
     tokio::select! {
         served = connector.serve(listener) => served?,
         _ = tokio::signal::ctrl_c() => {}

@@ -5,6 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{AGENT, Cluster, echo_server};
+use postern_state::PolicyStore;
 use postern_tunnel::Secret;
 
 struct Cli<'a> {
@@ -214,4 +215,134 @@ async fn login_then_manage_connections_agents_and_tokens() {
     }
     cli.ok(&["logout"]).await;
     assert!(cli.fails(&["ls"]).await.contains("not logged in"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connections_with_credential_tls_and_policy() {
+    let cluster = Cluster::start().await;
+    let cli = Cli { cluster: &cluster };
+    let ca = cluster.ca_path.display().to_string();
+    cli.ok(&[
+        "login",
+        &cluster.url,
+        "--token",
+        cluster.admin_token.expose(),
+        "--ca-cert",
+        &ca,
+    ])
+    .await;
+    let policy = cluster.dir.path().join("orders-policy.json");
+    std::fs::write(
+        &policy,
+        r#"{"guardrails": {"deny_tables": ["payroll.*"]}, "masking": {"detectors": ["email"]}}"#,
+    )
+    .unwrap();
+    let policy = policy.display().to_string();
+    let add = |extra: &'static [&'static str]| {
+        let mut args = vec![
+            "connection",
+            "add",
+            "orders",
+            "--kind",
+            "postgres",
+            "--target",
+            "orders.internal:5432",
+            "--agent",
+            AGENT,
+        ];
+        args.extend_from_slice(extra);
+        args
+    };
+
+    let refusals: [(&[&str], &str); 4] = [
+        (&[], "credential: required for kind postgres"),
+        (
+            &["--credential", "env:orders"],
+            "credential: \"env:orders\" is not a credential reference",
+        ),
+        (
+            &["--credential", "env:ORDERS", "--tls", "always"],
+            "tls: \"always\" is not a TLS mode (expected: disable, prefer, require, verify-full)",
+        ),
+        (
+            &[
+                "--credential",
+                "env:ORDERS",
+                "--policy",
+                "/nonexistent/p.json",
+            ],
+            "--policy /nonexistent/p.json: cannot read it",
+        ),
+    ];
+    for (extra, expected) in refusals {
+        let stderr = cli.fails(&add(extra)).await;
+        assert!(stderr.contains(expected), "{extra:?}: {stderr}");
+    }
+    let tcp_with_policy = cli
+        .fails(&[
+            "connection",
+            "add",
+            "ssh",
+            "--target",
+            "h:22",
+            "--agent",
+            AGENT,
+            "--read-only",
+        ])
+        .await;
+    assert!(
+        tcp_with_policy.contains("policy: only connections of kind postgres take one"),
+        "{tcp_with_policy}"
+    );
+
+    let mut args = add(&[
+        "--credential",
+        "file:orders-ro",
+        "--database",
+        "orders",
+        "--tls",
+        "require",
+        "--read-only",
+        "--policy",
+    ]);
+    args.push(&policy);
+    cli.ok(&args).await;
+    let listing = cli.ok(&["ls"]).await;
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("orders ") && l.contains(" postgres ")),
+        "{listing}"
+    );
+    let shown = cli.ok(&["connection", "show", "orders"]).await;
+    for expected in [
+        "kind:        postgres\n",
+        "target:      orders.internal:5432\n",
+        "database:    orders\n",
+        "credential:  file:orders-ro\n",
+        "tls:         require\n",
+        "\"read_only\": true",
+        "\"payroll.*\"",
+        "\"email\"",
+    ] {
+        assert!(shown.contains(expected), "{expected:?} missing:\n{shown}");
+    }
+    let stored = cluster
+        .store
+        .connection("orders")
+        .await
+        .unwrap()
+        .unwrap()
+        .policy
+        .unwrap();
+    assert_eq!(
+        stored,
+        serde_json::json!({"guardrails": {"deny_tables": ["payroll.*"], "read_only": true},
+                           "masking": {"detectors": ["email"]}})
+    );
+    let missing = cli.fails(&["connection", "show", "nope"]).await;
+    assert!(
+        missing.contains("connection \"nope\" does not exist"),
+        "{missing}"
+    );
 }

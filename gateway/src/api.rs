@@ -8,12 +8,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
-use postern_state::{Agent, Connection, ConnectionKind, Role, UserToken, now_ms};
+use postern_state::{Agent, Connection, Role, UserToken, now_ms};
 use postern_tunnel::Secret;
 use postern_tunnel::auth::{BearerError, TokenKind, generate_token, hash_token, parse_bearer};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::connection_settings::{NewConnection, describe};
 use crate::metrics::ErrorKind;
 use crate::refusal::Refusal;
 use crate::shared::Shared;
@@ -36,7 +37,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/v1/connections",
             get(list_connections).post(create_connection),
         )
-        .route("/v1/connections/{name}", delete(delete_connection))
+        .route(
+            "/v1/connections/{name}",
+            get(show_connection).delete(delete_connection),
+        )
         .route("/v1/agents", get(list_agents).post(create_agent))
         .route("/v1/agents/{name}", delete(delete_agent))
         .route("/v1/tokens", get(list_tokens).post(create_token))
@@ -139,12 +143,24 @@ async fn list_connections(
     ))
 }
 
-#[derive(Deserialize)]
-struct NewConnection {
-    name: String,
-    kind: ConnectionKind,
-    target: String,
-    agent: String,
+async fn show_connection(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<Json<ConnectionView>> {
+    user(&shared, &headers).await?;
+    let connection = shared
+        .stored(shared.stores.policy.connection(&name).await)?
+        .ok_or_else(|| {
+            shared.refuse(Refusal::new(
+                ErrorKind::NotFound,
+                format!("connection {name:?} does not exist (see `postern ls`)"),
+            ))
+        })?;
+    Ok(Json(ConnectionView {
+        agent_connected: shared.agents.is_connected(&connection.agent),
+        connection,
+    }))
 }
 
 fn validate_target(target: &str) -> ApiResult<()> {
@@ -168,20 +184,11 @@ async fn create_connection(
 ) -> ApiResult<(StatusCode, Json<Connection>)> {
     let admin = admin(&shared, &headers).await?;
     validate_target(&new.target).map_err(|r| shared.refuse(r))?;
-    let connection = Connection {
-        name: new.name,
-        kind: new.kind,
-        target: new.target,
-        agent: new.agent,
-        created_at_ms: now_ms(),
-    };
+    let connection = new
+        .validate(now_ms())
+        .map_err(|e| shared.refuse(Refusal::new(ErrorKind::BadRequest, e.to_string())))?;
     shared.stored(shared.stores.policy.create_connection(&connection).await)?;
-    let detail = format!(
-        "kind={} target={} agent={}",
-        connection.kind.as_str(),
-        connection.target,
-        connection.agent
-    );
+    let detail = describe(&connection);
     shared
         .audit(
             &admin.user,

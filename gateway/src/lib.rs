@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod config;
+pub mod connection_settings;
 pub mod dev;
 pub mod heartbeat;
 pub mod metrics;
@@ -382,8 +383,12 @@ impl RunningGateway {
             .is_err()
         {
             self.kill.cancel();
+            // join_all may have polled some to completion already: polling a
+            // finished JoinHandle again panics.
             for server in servers {
-                let _ = server.await;
+                if !server.is_finished() {
+                    let _ = server.await;
+                }
             }
         }
     }

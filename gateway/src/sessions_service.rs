@@ -130,7 +130,7 @@ async fn open_session(
         target: connection.target.clone(),
         user: user.user.clone(),
         ingress_replica: shared.replica_id.clone(),
-        postgres: None,
+        postgres: crate::connection_settings::postgres_session(&connection),
     };
     let sent: Result<Option<String>, Refusal> = match &local_link {
         Some(link) => {

@@ -8,12 +8,18 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "lowercase")]
 pub enum ConnectionKind {
     Tcp,
+    /// The Postgres wire protocol, through the agent's Layer 7 engine: the agent
+    /// logs in with its own credentials and checks, masks and audits statements.
+    Postgres,
 }
 
 impl ConnectionKind {
+    pub const ALL: [ConnectionKind; 2] = [ConnectionKind::Tcp, ConnectionKind::Postgres];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ConnectionKind::Tcp => "tcp",
+            ConnectionKind::Postgres => "postgres",
         }
     }
 }
@@ -21,10 +27,16 @@ impl ConnectionKind {
 impl std::str::FromStr for ConnectionKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "tcp" => Ok(ConnectionKind::Tcp),
-            other => Err(format!("unknown connection kind {other:?} (expected: tcp)")),
-        }
+        ConnectionKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == s)
+            .ok_or_else(|| {
+                let kinds: Vec<&str> = ConnectionKind::ALL.iter().map(|k| k.as_str()).collect();
+                format!(
+                    "unknown connection kind {s:?} (expected: {})",
+                    kinds.join(", ")
+                )
+            })
     }
 }
 
@@ -37,6 +49,39 @@ pub struct Connection {
     pub target: String,
     pub agent: String,
     pub created_at_ms: i64,
+    /// Layer 7 settings (kind `postgres`); absent on `tcp` connections, and
+    /// left out of their JSON. The database the agent opens; none: the one
+    /// the client asks for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// Where the agent finds the database login: a reference (`env:NAME`,
+    /// `file:NAME`) the agent resolves, never the secret itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+    /// TLS from the agent to the database: disable, prefer, require, verify-full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<String>,
+    /// The SQL policy (postern-l7-sql's `SqlPolicy` as JSON), as the admin wrote
+    /// it; none: that policy's defaults. The gateway validates it, not the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<serde_json::Value>,
+}
+
+impl Connection {
+    /// A `tcp` connection: bytes relayed as they are, no Layer 7 settings.
+    pub fn tcp(name: &str, target: &str, agent: &str, created_at_ms: i64) -> Self {
+        Self {
+            name: name.into(),
+            kind: ConnectionKind::Tcp,
+            target: target.into(),
+            agent: agent.into(),
+            created_at_ms,
+            database: None,
+            credential: None,
+            tls: None,
+            policy: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,8 +229,45 @@ mod tests {
     #[test]
     fn kinds_and_roles_parse() {
         assert_eq!("tcp".parse::<ConnectionKind>(), Ok(ConnectionKind::Tcp));
-        assert!("udp".parse::<ConnectionKind>().unwrap_err().contains("tcp"));
+        assert_eq!(
+            "postgres".parse::<ConnectionKind>(),
+            Ok(ConnectionKind::Postgres)
+        );
+        assert_eq!(
+            "udp".parse::<ConnectionKind>().unwrap_err(),
+            "unknown connection kind \"udp\" (expected: tcp, postgres)"
+        );
         assert_eq!("admin".parse::<Role>(), Ok(Role::Admin));
         assert!("root".parse::<Role>().is_err());
+    }
+
+    #[test]
+    fn tcp_connections_keep_their_json_and_old_json_still_reads() {
+        let tcp = Connection::tcp("echo", "h:1", "a1", 5);
+        assert_eq!(
+            serde_json::to_value(&tcp).unwrap(),
+            serde_json::json!({"name": "echo", "kind": "tcp", "target": "h:1", "agent": "a1", "created_at_ms": 5})
+        );
+        let old: Connection = serde_json::from_str(
+            r#"{"name":"echo","kind":"tcp","target":"h:1","agent":"a1","created_at_ms":5}"#,
+        )
+        .unwrap();
+        assert_eq!(old, tcp);
+
+        let pg = Connection {
+            kind: ConnectionKind::Postgres,
+            database: Some("orders".into()),
+            credential: Some("env:ORDERS".into()),
+            tls: Some("require".into()),
+            policy: Some(serde_json::json!({"guardrails": {"read_only": true}})),
+            ..Connection::tcp("orders", "db:5432", "a1", 5)
+        };
+        let json = serde_json::to_value(&pg).unwrap();
+        assert_eq!(json["kind"], "postgres");
+        assert_eq!(json["database"], "orders");
+        assert_eq!(json["credential"], "env:ORDERS");
+        assert_eq!(json["tls"], "require");
+        assert_eq!(json["policy"]["guardrails"]["read_only"], true);
+        assert_eq!(serde_json::from_value::<Connection>(json).unwrap(), pg);
     }
 }

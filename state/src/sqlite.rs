@@ -60,6 +60,13 @@ ALTER TABLE audit_events ADD COLUMN session_id TEXT;
 CREATE INDEX audit_by_session ON audit_events (session_id, seq);
 CREATE INDEX audit_by_actor ON audit_events (actor, seq);
 "#,
+    // Layer 7 settings of protocol-aware connections; NULL on tcp ones.
+    r#"
+ALTER TABLE connections ADD COLUMN database_name TEXT;
+ALTER TABLE connections ADD COLUMN credential TEXT;
+ALTER TABLE connections ADD COLUMN tls TEXT;
+ALTER TABLE connections ADD COLUMN policy_json TEXT;
+"#,
 ];
 
 pub struct SqliteStore {
@@ -161,12 +168,24 @@ fn parse_field<T: FromStr<Err = String>>(field: &'static str, value: &str) -> St
 }
 
 fn connection_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<Connection> {
+    let policy = row
+        .get::<Option<&str>, _>("policy_json")
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(|e| StoreError::Invalid {
+            field: "connection policy",
+            reason: e.to_string(),
+        })?;
     Ok(Connection {
         name: row.get("name"),
         kind: parse_field("connection kind", row.get::<&str, _>("kind"))?,
         target: row.get("target"),
         agent: row.get("agent"),
         created_at_ms: row.get("created_at_ms"),
+        database: row.get("database_name"),
+        credential: row.get("credential"),
+        tls: row.get("tls"),
+        policy,
     })
 }
 
@@ -207,14 +226,20 @@ impl PolicyStore for SqliteStore {
     async fn create_connection(&self, c: &Connection) -> StoreResult<()> {
         validate_name("connection name", &c.name)?;
         validate_name("agent name", &c.agent)?;
+        let policy = c.policy.as_ref().map(|p| p.to_string());
         sqlx::query(
-            "INSERT INTO connections (name, kind, target, agent, created_at_ms) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO connections (name, kind, target, agent, created_at_ms, database_name, credential, tls, policy_json) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&c.name)
         .bind(c.kind.as_str())
         .bind(&c.target)
         .bind(&c.agent)
         .bind(c.created_at_ms)
+        .bind(&c.database)
+        .bind(&c.credential)
+        .bind(&c.tls)
+        .bind(policy)
         .execute(&self.pool)
         .await
         .map_err(|e| {
@@ -458,215 +483,4 @@ impl AuditSink for SqliteStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn connection(name: &str) -> Connection {
-        Connection {
-            name: name.into(),
-            kind: ConnectionKind::Tcp,
-            target: "127.0.0.1:5432".into(),
-            agent: "agent-1".into(),
-            created_at_ms: 1,
-        }
-    }
-
-    #[tokio::test]
-    async fn connections_crud_and_duplicates() {
-        let store = SqliteStore::in_memory().await.unwrap();
-        store.create_connection(&connection("pg")).await.unwrap();
-        let err = store
-            .create_connection(&connection("pg"))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                StoreError::AlreadyExists {
-                    kind: "connection",
-                    ..
-                }
-            ),
-            "{err}"
-        );
-        assert_eq!(
-            store.connection("pg").await.unwrap(),
-            Some(connection("pg"))
-        );
-        assert_eq!(store.connections().await.unwrap().len(), 1);
-        assert!(store.delete_connection("pg").await.unwrap());
-        assert!(!store.delete_connection("pg").await.unwrap());
-        assert_eq!(store.connection("pg").await.unwrap(), None);
-        let err = store
-            .create_connection(&connection("bad name"))
-            .await
-            .unwrap_err();
-        assert!(err.to_string().contains("connection name"), "{err}");
-    }
-
-    #[tokio::test]
-    async fn agents_and_tokens_are_found_by_hash_only() {
-        let store = SqliteStore::in_memory().await.unwrap();
-        let agent = Agent {
-            name: "a1".into(),
-            token_hash: "h1".into(),
-            created_at_ms: 1,
-        };
-        store.create_agent(&agent).await.unwrap();
-        assert!(store.create_agent(&agent).await.is_err());
-        assert_eq!(store.agent_by_token_hash("h1").await.unwrap(), Some(agent));
-        assert_eq!(store.agent_by_token_hash("h2").await.unwrap(), None);
-        let token = UserToken {
-            user: "alice".into(),
-            token_hash: "u1".into(),
-            role: Role::Admin,
-            created_at_ms: 2,
-        };
-        store.create_user_token(&token).await.unwrap();
-        assert_eq!(store.user_by_token_hash("u1").await.unwrap(), Some(token));
-        assert_eq!(store.user_tokens().await.unwrap().len(), 1);
-        assert!(store.delete_agent("a1").await.unwrap());
-    }
-
-    #[tokio::test]
-    async fn sessions_and_audit_are_recorded() {
-        let store = SqliteStore::in_memory().await.unwrap();
-        let record = SessionRecord {
-            id: "s1".into(),
-            user: "alice".into(),
-            connection: "pg".into(),
-            agent: "a1".into(),
-            replica: "r1".into(),
-            started_at_ms: 10,
-            ended_at_ms: None,
-            bytes_up: 0,
-            bytes_down: 0,
-            outcome: None,
-        };
-        store.record_session_start(&record).await.unwrap();
-        store
-            .record_session_end(&SessionEnd {
-                id: "s1".into(),
-                ended_at_ms: 20,
-                bytes_up: 5,
-                bytes_down: 7,
-                outcome: "ok".into(),
-            })
-            .await
-            .unwrap();
-        let sessions = store.sessions(10).await.unwrap();
-        assert_eq!(sessions.len(), 1);
-        assert_eq!(
-            (
-                sessions[0].bytes_up,
-                sessions[0].bytes_down,
-                sessions[0].outcome.as_deref()
-            ),
-            (5, 7, Some("ok"))
-        );
-        let event = AuditEvent {
-            at_ms: 1,
-            actor: "alice".into(),
-            action: "connection.create".into(),
-            target: "pg".into(),
-            outcome: "ok".into(),
-            detail: String::new(),
-            session_id: None,
-        };
-        store.record(&event).await.unwrap();
-        let all = |limit| AuditQuery {
-            limit,
-            ..AuditQuery::default()
-        };
-        assert_eq!(store.events(&all(5)).await.unwrap(), vec![event.clone()]);
-
-        let statement = |actor: &str, session: &str, n: i64| AuditEvent {
-            at_ms: n,
-            actor: actor.into(),
-            action: "sql.statement".into(),
-            target: "pg".into(),
-            outcome: "ok".into(),
-            detail: format!("statement {n}"),
-            session_id: Some(session.into()),
-        };
-        for (n, (actor, session)) in [
-            ("alice", "s1"),
-            ("bob", "s2"),
-            ("alice", "s1"),
-            ("alice", "s3"),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            store
-                .record(&statement(actor, session, n as i64 + 2))
-                .await
-                .unwrap();
-        }
-        let details = |events: Vec<AuditEvent>| -> Vec<String> {
-            events.into_iter().map(|e| e.detail).collect()
-        };
-        let cases: Vec<(AuditQuery, Vec<&str>)> = vec![
-            (
-                AuditQuery {
-                    session_id: Some("s1".into()),
-                    limit: 10,
-                    ..AuditQuery::default()
-                },
-                vec!["statement 4", "statement 2"],
-            ),
-            (
-                AuditQuery {
-                    actor: Some("alice".into()),
-                    action_prefix: Some("sql.".into()),
-                    limit: 10,
-                    ..AuditQuery::default()
-                },
-                vec!["statement 5", "statement 4", "statement 2"],
-            ),
-            (
-                AuditQuery {
-                    actor: Some("alice".into()),
-                    limit: 10,
-                    ..AuditQuery::default()
-                },
-                vec!["statement 5", "statement 4", "statement 2", ""],
-            ),
-            (
-                AuditQuery {
-                    action_prefix: Some("sql_".into()),
-                    limit: 10,
-                    ..AuditQuery::default()
-                },
-                vec![],
-            ),
-            (
-                AuditQuery {
-                    target: Some("pg".into()),
-                    limit: 2,
-                    ..AuditQuery::default()
-                },
-                vec!["statement 5", "statement 4"],
-            ),
-        ];
-        for (query, expected) in cases {
-            assert_eq!(
-                details(store.events(&query).await.unwrap()),
-                expected,
-                "{query:?}"
-            );
-        }
-    }
-
-    #[tokio::test]
-    async fn a_file_database_survives_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("nested").join("postern.db");
-        {
-            let store = SqliteStore::open(&path).await.unwrap();
-            store.create_connection(&connection("pg")).await.unwrap();
-        }
-        let store = SqliteStore::open(&path).await.unwrap();
-        assert_eq!(store.connections().await.unwrap(), vec![connection("pg")]);
-    }
-}
+mod tests;

@@ -186,12 +186,26 @@ impl Cluster {
 
     pub async fn add_connection(&self, name: &str, target: &str, agent: &str) {
         self.store
+            .create_connection(&Connection::tcp(name, target, agent, now_ms()))
+            .await
+            .unwrap();
+    }
+
+    /// A connection of kind postgres (credential `env:ORDERS`, TLS `prefer`).
+    pub async fn add_postgres_connection(
+        &self,
+        name: &str,
+        target: &str,
+        agent: &str,
+        database: Option<&str>,
+    ) {
+        self.store
             .create_connection(&Connection {
-                name: name.into(),
-                kind: ConnectionKind::Tcp,
-                target: target.into(),
-                agent: agent.into(),
-                created_at_ms: now_ms(),
+                kind: ConnectionKind::Postgres,
+                database: database.map(str::to_owned),
+                credential: Some("env:ORDERS".into()),
+                tls: Some("prefer".into()),
+                ..Connection::tcp(name, target, agent, now_ms())
             })
             .await
             .unwrap();

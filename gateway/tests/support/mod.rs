@@ -11,9 +11,7 @@ use postern_gateway::{
     DirectPeering, GatewayOptions, PeerOptions, PeerTransport, RunningGateway, Settings, Stores,
 };
 use postern_state::sqlite::SqliteStore;
-use postern_state::{
-    Agent, Connection, ConnectionKind, PolicyStore, Role, RouteStore, UserToken, now_ms,
-};
+use postern_state::{Agent, Connection, PolicyStore, Role, RouteStore, UserToken, now_ms};
 use postern_testkit::balancer::Balancer;
 use postern_tunnel::auth::{TokenKind, generate_token, hash_token};
 use postern_tunnel::open::{ChannelFactory, open_session};
@@ -248,13 +246,7 @@ pub async fn register_agent(store: &SqliteStore, name: &str) -> Secret {
 /// Registers a TCP connection in the shared policy store.
 pub async fn register_connection(store: &SqliteStore, name: &str, target: &str, agent: &str) {
     store
-        .create_connection(&Connection {
-            name: name.into(),
-            kind: ConnectionKind::Tcp,
-            target: target.into(),
-            agent: agent.into(),
-            created_at_ms: now_ms(),
-        })
+        .create_connection(&Connection::tcp(name, target, agent, now_ms()))
         .await
         .unwrap();
 }

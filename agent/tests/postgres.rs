@@ -238,6 +238,21 @@ async fn masking_by_column_and_by_detector_whatever_the_alias_or_protocol() {
         .await;
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "1|****|************1111|call **********58|****");
+    // Expressions over a protected column are masked whole; so is every
+    // computed column of a statement that names one (fail closed).
+    let (ok, out, err) = engine
+        .psql(
+            &db.name,
+            &["-c", "select upper(email), length(card) from users"],
+        )
+        .await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "****|****");
+    let (ok, out, err) = engine
+        .psql(&db.name, &["-c", "select length(card) from users"])
+        .await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "19");
     // COPY TO STDOUT would dodge masking: refused.
     let (ok, _, err) = engine.psql(&db.name, &["-c", "copy users to stdout"]).await;
     assert!(!ok && err.contains("masking_copy"), "{err}");

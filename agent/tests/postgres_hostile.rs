@@ -206,6 +206,20 @@ async fn the_agent_logs_in_with_scram_over_verified_tls() {
         .await;
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "app|t");
+    // Pipelined queries over TLS: records the TLS layer buffers are flushed.
+    let client = engine.client("ignored").await;
+    let queries = (0..200).map(|i| {
+        let client = &client;
+        async move {
+            client
+                .query_one("select $1::int * 2", &[&i])
+                .await
+                .unwrap()
+                .get::<_, i32>(0)
+        }
+    });
+    let doubled = futures::future::join_all(queries).await;
+    assert_eq!(doubled, (0..200).map(|i| i * 2).collect::<Vec<i32>>());
 
     // A wrong password: the person sees the database's own refusal.
     let wrong = Engine::start(

@@ -86,7 +86,13 @@ impl Connector {
         let (outgoing, inbound) = match opened {
             Ok(opened) => (opened.outgoing, opened.inbound),
             Err(status) => {
-                let _ = socket.shutdown().await;
+                if self.postgres_negotiation {
+                    // The person's client waits for an answer to its startup:
+                    // say why in its own format, so psql prints it.
+                    refuse_in_postgres_format(&mut socket, &status).await;
+                } else {
+                    let _ = socket.shutdown().await;
+                }
                 return Err(SessionError::Refused(status.message().to_owned()));
             }
         };
@@ -119,6 +125,33 @@ impl Connector {
                 }
             });
         }
+    }
+}
+
+/// Answers a Postgres client with a FATAL ErrorResponse for a refused open,
+/// then lets it read that before the connection closes.
+async fn refuse_in_postgres_format(socket: &mut TcpStream, status: &tonic::Status) {
+    use postern_l7_pg::messages::{ErrorResponse, WireMessage};
+    let code = match status.code() {
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => "28000",
+        _ => "08001",
+    };
+    let error = ErrorResponse::new("FATAL", code, format!("postern: {}", status.message()));
+    if socket.write_all(&error.encode()).await.is_ok() {
+        let _ = socket.shutdown().await;
+        // Closing with the client's startup unread would reset the
+        // connection, and the client might lose the error: drain first.
+        let drain = async {
+            let mut sink = [0u8; 1024];
+            let mut left = 64 * 1024;
+            while left > 0 {
+                match socket.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => left -= n.min(left),
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
     }
 }
 

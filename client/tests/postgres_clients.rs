@@ -3,11 +3,8 @@
 
 mod common;
 
-use std::process::Stdio;
-
-use common::{AGENT, Cluster, postgres};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use common::{AGENT, Cluster, postern_connect, postgres};
+use tokio::process::Command;
 
 struct Psql {
     host: String,
@@ -69,30 +66,6 @@ impl Psql {
     }
 }
 
-/// Runs `postern connect NAME --port 0` and waits for its `listening on` line.
-async fn postern_connect(cluster: &Cluster, name: &str) -> (Child, u16) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_postern"))
-        .args(["connect", name, "--port", "0"])
-        .envs(cluster.cli_env())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines
-        .next_line()
-        .await
-        .unwrap()
-        .expect("postern connect prints its address");
-    let addr: std::net::SocketAddr = first
-        .strip_prefix("listening on ")
-        .expect(&first)
-        .parse()
-        .unwrap();
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, addr.port())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn psql_and_pgbench_through_postern_connect() {
     let (host, port) = postgres();
@@ -116,7 +89,8 @@ async fn psql_and_pgbench_through_postern_connect() {
     cluster
         .add_connection("pg", &format!("{host}:{port}"), AGENT)
         .await;
-    let (_child, local_port) = postern_connect(&cluster, "pg").await;
+    let connect = postern_connect(&cluster, "pg").await;
+    let local_port = connect.port;
     let proxied = Psql {
         host: "127.0.0.1".into(),
         port: local_port,
@@ -221,7 +195,7 @@ async fn psql_and_pgbench_through_postern_connect() {
         );
     }
 
-    drop(_child);
+    drop(connect);
     admin
         .run(&["-c", &format!("DROP DATABASE {db} WITH (FORCE)")])
         .await;

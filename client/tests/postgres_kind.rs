@@ -1,17 +1,18 @@
 //! Connections of kind postgres through the real `postern connect` binary:
 //! it learns the kind from the gateway, prints a psql hint, declines the
-//! client's encryption requests itself (`N`) and carries every following byte
-//! unchanged to the target. A tcp connection passes the same request through.
+//! client's encryption requests itself (`N`), and the agent answers the
+//! startup, logged in to the real database. A tcp connection passes the same
+//! request through to its target untouched.
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use common::{AGENT, Cluster, Prng};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use bytes::BytesMut;
+use common::{AGENT, Cluster, Prng, postgres};
+use postern_l7_pg::{BackendDecoder, Limits};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 
 const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]; // 80877103
@@ -40,38 +41,54 @@ async fn recording_target() -> (std::net::SocketAddr, oneshot::Receiver<Vec<u8>>
     (addr, rx)
 }
 
-/// Runs `postern connect NAME --port 0`; returns the child, its port and the
-/// line it printed after `listening on`.
-async fn postern_connect(cluster: &Cluster, name: &str) -> (Child, u16, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_postern"))
-        .args(["connect", name, "--port", "0"])
-        .envs(cluster.cli_env())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next_line().await.unwrap().expect("listening line");
-    let addr: std::net::SocketAddr = first
-        .strip_prefix("listening on ")
-        .expect(&first)
-        .parse()
-        .unwrap();
-    let hint = lines.next_line().await.unwrap().expect("hint line");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, addr.port(), hint)
+/// `postern connect NAME`; returns the process, its port and its hint line.
+async fn postern_connect(cluster: &Cluster, name: &str) -> (common::ConnectProcess, u16, String) {
+    let mut connect = common::postern_connect(cluster, name).await;
+    let hint = connect.lines.recv().await.expect("hint line");
+    let port = connect.port;
+    (connect, port, hint)
 }
 
-/// What a client after its negotiation sends: a startup message, then bulk.
-fn payload() -> Vec<u8> {
+/// What a client after its negotiation sends: a startup message.
+fn startup(database: Option<&str>) -> Vec<u8> {
+    let mut params = b"user\0anyone\0".to_vec();
+    if let Some(db) = database {
+        params.extend_from_slice(b"database\0");
+        params.extend_from_slice(db.as_bytes());
+        params.push(0);
+    }
+    params.push(0);
     let mut startup = Vec::new();
-    let params = b"user\0anyone\0database\0orders\0\0";
     startup.extend_from_slice(&(8 + params.len() as u32).to_be_bytes());
     startup.extend_from_slice(&196_608u32.to_be_bytes()); // protocol 3.0
-    startup.extend_from_slice(params);
+    startup.extend_from_slice(&params);
+    startup
+}
+
+/// Bulk bytes for the tcp connection.
+fn payload() -> Vec<u8> {
     let mut bulk = vec![0u8; 256 * 1024];
     Prng::new(7).fill(&mut bulk);
-    [startup, bulk].concat()
+    [startup(None), bulk].concat()
+}
+
+/// Backend message types until ReadyForQuery (or the end).
+async fn until_ready(socket: &mut TcpStream) -> Vec<u8> {
+    let mut decoder = BackendDecoder::new(Limits::default());
+    let mut buf = BytesMut::new();
+    let mut types = Vec::new();
+    loop {
+        while let Some(message) = decoder.decode(&mut buf).unwrap() {
+            types.push(message.type_byte().unwrap_or(0));
+            if types.last() == Some(&b'Z') {
+                return types;
+            }
+        }
+        let read = tokio::time::timeout(Duration::from_secs(10), socket.read_buf(&mut buf));
+        if read.await.expect("answered within 10 s").unwrap() == 0 {
+            return types;
+        }
+    }
 }
 
 async fn read_byte(socket: &mut TcpStream) -> u8 {
@@ -104,16 +121,16 @@ async fn send_and_collect(mut socket: TcpStream, payload: &[u8]) -> Vec<u8> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn postern_connect_declines_encryption_for_postgres_and_carries_the_rest() {
+async fn postern_connect_declines_encryption_and_the_agent_answers_the_startup() {
     let cluster = Cluster::start().await;
-    let (target, received) = recording_target().await;
+    let (host, port) = postgres();
     cluster
-        .add_postgres_connection("orders", &target.to_string(), AGENT, Some("orders"))
+        .add_postgres_connection("orders", &format!("{host}:{port}"), AGENT, Some("postgres"))
         .await;
     let (_child, port, hint) = postern_connect(&cluster, "orders").await;
     assert!(
         hint.contains(&format!(
-            "psql \"host=127.0.0.1 port={port} user=<anything> dbname=orders\""
+            "psql \"host=127.0.0.1 port={port} user=<anything> dbname=postgres\""
         )),
         "{hint}"
     );
@@ -125,29 +142,24 @@ async fn postern_connect_declines_encryption_for_postgres_and_carries_the_rest()
     assert_eq!(read_byte(&mut socket).await, b'N');
     socket.write_all(&SSL_REQUEST).await.unwrap();
     assert_eq!(read_byte(&mut socket).await, b'N');
-    let payload = payload();
-    let echoed = send_and_collect(socket, &payload).await;
-    let at_target = received.await.unwrap();
-    assert_eq!(
-        at_target.len(),
-        payload.len(),
-        "the target got exactly the bytes after the negotiation"
-    );
-    assert!(at_target == payload, "unchanged at the target");
-    assert!(echoed == payload, "and unchanged on the way back");
+    // No password asked: AuthenticationOk, parameters, the agent's cancel key, ready.
+    socket.write_all(&startup(None)).await.unwrap();
+    let types = until_ready(&mut socket).await;
+    assert_eq!(types.first(), Some(&b'R'), "{types:?}");
+    assert!(types.contains(&b'S') && types.contains(&b'K'), "{types:?}");
+    assert_eq!(types.last(), Some(&b'Z'), "{types:?}");
+    socket
+        .write_all(&[
+            b'Q', 0, 0, 0, 13, b's', b'e', b'l', b'e', b'c', b't', b' ', b'1', 0,
+        ])
+        .await
+        .unwrap();
+    assert_eq!(until_ready(&mut socket).await, vec![b'T', b'D', b'C', b'Z']);
 
-    // A client that starts without asking for encryption: nothing answered,
-    // every byte passed on (those read while checking included).
-    let (target, received) = recording_target().await;
-    cluster
-        .add_postgres_connection("plain", &target.to_string(), AGENT, None)
-        .await;
-    let (_plain, port, hint) = postern_connect(&cluster, "plain").await;
-    assert!(hint.contains("dbname=<db>"), "{hint}");
-    let socket = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let echoed = send_and_collect(socket, &payload).await;
-    assert!(received.await.unwrap() == payload);
-    assert!(echoed == payload);
+    // A client that starts without asking for encryption goes straight on.
+    let mut socket = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    socket.write_all(&startup(Some("postgres"))).await.unwrap();
+    assert_eq!(until_ready(&mut socket).await.last(), Some(&b'Z'));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -258,6 +258,8 @@ impl Metrics {
             "ok" => "ok",
             "error" => "error",
             "blocked" => "blocked",
+            "skipped" => "skipped",
+            "protocol_error" => "protocol_error",
             _ => "unknown",
         };
         self.statements

@@ -47,6 +47,7 @@ pub async fn look_up(
         sql: lookup_sql(oids),
     };
     stream.write_all(&query.encode()).await?;
+    stream.flush().await?;
     let mut decoder = BackendDecoder::new(Limits::default());
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let mut refused = None;

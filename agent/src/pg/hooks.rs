@@ -5,7 +5,10 @@ use std::collections::{BTreeSet, HashMap};
 
 use bytes::Bytes;
 use postern_l7_pg::session::{Hooks, RowContext, Statement, Verdict};
-use postern_l7_sql::{ColumnRef, Guardrails, Masker, PolicyError, SqlPolicy, StatementKind};
+use postern_l7_sql::names::glob_matches;
+use postern_l7_sql::{
+    ColumnRef, Guardrails, MaskStyle, Masker, PolicyError, SqlPolicy, StatementKind,
+};
 
 /// Where a result column comes from: `(table OID, attribute number)` →
 /// schema, table, column (resolved through the catalog, see `catalog`).
@@ -31,6 +34,11 @@ pub struct SqlHooks {
     pub resolved_tables: BTreeSet<u32>,
     /// Labels of the columns masked, per statement, for its audit event.
     masked: HashMap<u64, BTreeSet<String>>,
+    /// Column names the rules protect (their last part, lower-cased, globs kept).
+    protected_names: Vec<String>,
+    /// Statements whose text names a protected column: their computed
+    /// result columns (`lower(email)`, `max(email)`) are masked too.
+    names_protected: BTreeSet<u64>,
 }
 
 impl SqlHooks {
@@ -42,7 +50,28 @@ impl SqlHooks {
             sources: SourceColumns::new(),
             resolved_tables: BTreeSet::new(),
             masked: HashMap::new(),
+            protected_names: policy
+                .masking
+                .columns
+                .iter()
+                .filter_map(|rule| rule.column.rsplit('.').next())
+                .map(str::to_lowercase)
+                .collect(),
+            names_protected: BTreeSet::new(),
         })
+    }
+
+    /// Told of each statement before its rows arrive.
+    pub fn statement_started(&mut self, statement_id: u64, sql: &str) {
+        if !self.protected_names.is_empty()
+            && identifiers(sql).any(|word| {
+                self.protected_names
+                    .iter()
+                    .any(|pattern| glob_matches(pattern, &word))
+            })
+        {
+            self.names_protected.insert(statement_id);
+        }
     }
 
     /// Whether result columns must be traced to their table columns.
@@ -52,6 +81,7 @@ impl SqlHooks {
 
     /// The columns masked in a statement's results (taken: asked once).
     pub fn take_masked(&mut self, statement_id: u64) -> Vec<String> {
+        self.names_protected.remove(&statement_id);
         self.masked
             .remove(&statement_id)
             .map(|labels| labels.into_iter().collect())
@@ -125,7 +155,13 @@ impl Hooks for SqlHooks {
                 table: source.map(|s| s.table.as_str()),
                 column: source.map(|s| s.column.as_str()),
             };
-            let rule = self.masker.column_rule(&column);
+            // A computed column of a statement that names a protected
+            // column may carry its values: masked whole (fail closed).
+            let computed = field.table_oid == 0 && self.names_protected.contains(&row.statement_id);
+            let rule = self
+                .masker
+                .column_rule(&column)
+                .or(computed.then_some(MaskStyle::Redact));
             let textual = field.is_text() || TEXT_LIKE_TYPES.contains(&field.type_oid);
             let replacement = if textual {
                 match std::str::from_utf8(bytes) {
@@ -152,6 +188,38 @@ impl Hooks for SqlHooks {
         }
         changed
     }
+}
+
+/// The identifiers in SQL text, lower-cased (quoted ones as written): a
+/// superset of the column names it uses, which is what failing closed needs.
+fn identifiers(sql: &str) -> impl Iterator<Item = String> + '_ {
+    let mut chars = sql.char_indices().peekable();
+    std::iter::from_fn(move || {
+        while let Some((start, c)) = chars.next() {
+            if c == '"' {
+                let mut word = String::new();
+                for (_, c) in chars.by_ref() {
+                    if c == '"' {
+                        break;
+                    }
+                    word.push(c);
+                }
+                return Some(word);
+            }
+            if c.is_alphabetic() || c == '_' {
+                let mut end = start + c.len_utf8();
+                while let Some(&(i, c)) = chars.peek() {
+                    if !(c.is_alphanumeric() || c == '_' || c == '$') {
+                        break;
+                    }
+                    end = i + c.len_utf8();
+                    chars.next();
+                }
+                return Some(sql[start..end].to_lowercase());
+            }
+        }
+        None
+    })
 }
 
 #[cfg(test)]
@@ -218,6 +286,40 @@ mod tests {
         assert_eq!(values[2].as_deref(), Some(&b"7"[..]));
         assert_eq!(hooks.take_masked(3), vec!["contact", "salary"]);
         assert!(hooks.take_masked(3).is_empty());
+    }
+
+    #[test]
+    fn computed_columns_of_statements_naming_a_protected_column_are_masked() {
+        let mut hooks = SqlHooks::new(&policy(
+            r#"{"masking": {"columns": [{"column": "users.email"}, {"column": "*_ssn"}]}}"#,
+        ))
+        .unwrap();
+        let words: Vec<String> =
+            identifiers(r#"SELECT max("E-Mail"), lower(Email) FROM t"#).collect();
+        assert_eq!(
+            words,
+            vec!["select", "max", "E-Mail", "lower", "email", "from", "t"]
+        );
+        hooks.statement_started(7, "select max(email), count(*) from users");
+        hooks.statement_started(8, "select tax_ssn || 'x' from people");
+        hooks.statement_started(9, "select now()");
+        let description = RowDescription {
+            fields: vec![field("max", 0, 0, 25, 0), field("count", 0, 0, 20, 1)],
+        };
+        for (id, expect_masked) in [(7, true), (8, true), (9, false)] {
+            let mut values = vec![
+                Some(Bytes::from_static(b"zed@example.com")),
+                Some(Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 2])),
+            ];
+            let row = RowContext {
+                statement_id: id,
+                columns: Some(&description),
+            };
+            assert_eq!(hooks.rewrite_row(row, &mut values), expect_masked, "{id}");
+            if expect_masked {
+                assert_eq!(values, vec![Some(Bytes::from_static(b"****")), None]);
+            }
+        }
     }
 
     #[test]

@@ -136,7 +136,11 @@ pub async fn run<I>(
 where
     I: Stream<Item = Result<Frame, tonic::Status>> + Unpin,
 {
-    let opening = match tokio::time::timeout(STARTUP_TIMEOUT, read_opening(frames)).await {
+    // What the client sent after its startup stays here for the session.
+    let mut early = BytesMut::with_capacity(1024);
+    let opening = match tokio::time::timeout(STARTUP_TIMEOUT, read_opening(frames, &mut early))
+        .await
+    {
         Err(_) => {
             let error = ErrorResponse::new("FATAL", "08P01", "postern: no startup message in 30 s");
             let _ = frames.write_all(&error.encode()).await;
@@ -252,6 +256,7 @@ where
         stream: None,
     };
     let result = Pump::new(frames, server, session, catalog, options.limits)
+        .with_client_bytes(early)
         .run()
         .await;
     drop(registered);
@@ -265,17 +270,19 @@ enum OpeningError {
 
 /// Reads up to the startup (or cancel) message, refusing encryption
 /// requests: the stream is already encrypted end to end by Postern.
-async fn read_opening<I>(frames: &mut FrameStream<I>) -> Result<Opening, OpeningError>
+async fn read_opening<I>(
+    frames: &mut FrameStream<I>,
+    buf: &mut BytesMut,
+) -> Result<Opening, OpeningError>
 where
     I: Stream<Item = Result<Frame, tonic::Status>> + Unpin,
 {
     let mut decoder = FrontendDecoder::new(Limits::default());
-    let mut buf = BytesMut::with_capacity(1024);
     loop {
-        let message = match decoder.decode(&mut buf).map_err(OpeningError::Protocol)? {
+        let message = match decoder.decode(buf).map_err(OpeningError::Protocol)? {
             Some(message) => message,
             None => {
-                if frames.read_buf(&mut buf).await.map_err(OpeningError::Io)? == 0 {
+                if frames.read_buf(buf).await.map_err(OpeningError::Io)? == 0 {
                     return Err(OpeningError::Io(std::io::Error::new(
                         std::io::ErrorKind::UnexpectedEof,
                         "the client left before its startup message",

@@ -82,6 +82,8 @@ pub struct Pump<'a, I, C> {
     client_ended: bool,
     server_ended: bool,
     server_shut: bool,
+    /// Written to the database since the last flush.
+    server_unflushed: bool,
     /// Set when a write to the client made progress.
     to_client_moved: bool,
     actions: Vec<Action>,
@@ -115,9 +117,16 @@ where
             client_ended: false,
             server_ended: false,
             server_shut: false,
+            server_unflushed: false,
             to_client_moved: false,
             actions: Vec::new(),
         }
+    }
+
+    /// Bytes the client sent before the session started (after its startup).
+    pub fn with_client_bytes(mut self, bytes: BytesMut) -> Self {
+        self.client_buf = bytes;
+        self
     }
 
     /// Runs until both sides are done. On a bad message from either side the
@@ -149,6 +158,9 @@ where
     }
 
     async fn pump(&mut self) -> Result<(), RelayError> {
+        if !self.client_buf.is_empty() {
+            self.feed_client()?;
+        }
         loop {
             if self.server_ended && self.to_client.is_empty() {
                 return Ok(());
@@ -220,6 +232,9 @@ where
                 }
                 Action::Event(event) => {
                     let hooks = self.session.hooks_mut();
+                    if let postern_l7_pg::session::Event::StatementStarted(started) = &event {
+                        hooks.statement_started(started.id, &started.sql);
+                    }
                     if let Some(audit) = self.trail.on_event(event, |id| hooks.take_masked(id)) {
                         self.to_client.push_back(ToClient::Audit(audit));
                     }
@@ -236,6 +251,7 @@ where
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(write_zero("database"))),
                 Poll::Ready(Ok(n)) => {
                     progress = true;
+                    self.server_unflushed = true;
                     self.to_server_len -= n;
                     front.advance(n);
                     if front.is_empty() {
@@ -244,6 +260,14 @@ where
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
                 Poll::Pending => break,
+            }
+        }
+        // TLS to the database buffers records until flushed.
+        if self.server_unflushed {
+            match Pin::new(&mut self.server).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.server_unflushed = false,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                Poll::Pending => {}
             }
         }
         if self.client_ended && self.to_server.is_empty() && !self.server_shut {

@@ -129,6 +129,7 @@ pub async fn log_in(
     stream
         .write_all(&StartupMessage::new(parameters).encode())
         .await?;
+    stream.flush().await?;
     let password = login.password.as_ref().map(|p| p.expose().to_owned());
     let mut auth = Login::new(login.user.clone(), password);
     let mut decoder = BackendDecoder::new(Limits::default());
@@ -154,7 +155,10 @@ pub async fn log_in(
             Some(b'R') if !authenticated => {
                 let request: Authentication = message.parse()?;
                 match auth.on_authentication(&request)? {
-                    LoginStep::Send(bytes) => stream.write_all(&bytes).await?,
+                    LoginStep::Send(bytes) => {
+                        stream.write_all(&bytes).await?;
+                        stream.flush().await?;
+                    }
                     LoginStep::Wait => {}
                     LoginStep::Authenticated => authenticated = true,
                 }

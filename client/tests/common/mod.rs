@@ -166,6 +166,8 @@ impl Cluster {
         config.keepalive_interval = Duration::from_secs(2);
         config.reconnect_base = Duration::from_millis(50);
         config.reconnect_max = Duration::from_millis(500);
+        // The login postgres connections of the tests name (env:ORDERS).
+        config.credentials.insert("ORDERS", "postgres", None);
         adjust(&mut config);
         postern_agent::spawn(config).expect("agent config")
     }
@@ -246,6 +248,48 @@ impl Cluster {
 
     pub async fn metrics(&self) -> String {
         http_get(self.gateway().internal_addr, "/metrics").await
+    }
+}
+
+/// A running `postern connect NAME --port 0`: its local port and the lines
+/// it printed after `listening on`.
+pub struct ConnectProcess {
+    pub child: tokio::process::Child,
+    pub port: u16,
+    pub lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+/// Runs the real `postern connect NAME --port 0` and waits for its address.
+pub async fn postern_connect(cluster: &Cluster, name: &str) -> ConnectProcess {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(["connect", name, "--port", "0"])
+        .envs(cluster.cli_env())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines
+        .next_line()
+        .await
+        .unwrap()
+        .expect("postern connect prints its address");
+    let addr: SocketAddr = first
+        .strip_prefix("listening on ")
+        .expect(&first)
+        .parse()
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let _ = tx.send(line);
+        }
+    });
+    ConnectProcess {
+        child,
+        port: addr.port(),
+        lines: rx,
     }
 }
 

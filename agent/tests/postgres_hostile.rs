@@ -220,6 +220,27 @@ async fn the_agent_logs_in_with_scram_over_verified_tls() {
     });
     let doubled = futures::future::join_all(queries).await;
     assert_eq!(doubled, (0..200).map(|i| i * 2).collect::<Vec<i32>>());
+    // libpq's pipeline mode (psycopg's executemany) ends with Sync and Flush:
+    // they must reach the database, not wait in the TLS layer.
+    server.sql("create table t (v int); grant all on t to app");
+    let script = "import sys, psycopg\n\
+        conn = psycopg.connect(host='127.0.0.1', port=sys.argv[1], dbname='postgres', user='x', connect_timeout=5)\n\
+        conn.cursor().executemany('insert into t values (%s)', [(i,) for i in range(100)])\n\
+        print(conn.execute('select count(*) from t').fetchone()[0])";
+    let python = postern_testkit::postgres::python_with_psycopg();
+    let run = tokio::process::Command::new(&python)
+        .args(["-c", script, &engine.port.to_string()])
+        .output();
+    let output = tokio::time::timeout(std::time::Duration::from_secs(20), run)
+        .await
+        .expect("the pipeline completes")
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "100",
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 
     // A wrong password: the person sees the database's own refusal.
     let wrong = Engine::start(

@@ -95,20 +95,6 @@ with psycopg.connect(host=host, port=port, dbname=db, user="someone", connect_ti
     print(json.dumps(out))
 "#;
 
-fn python() -> String {
-    let python = std::env::var("POSTERN_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = std::process::Command::new(&python)
-        .args(["-c", "import psycopg"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
-        "{python} cannot import psycopg: run the suite with scripts/test, which installs \
-         psycopg[binary] from PyPI in a venv and sets POSTERN_TEST_PYTHON"
-    );
-    python
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn real_clients_work_through_layer_7_with_masking_and_audit() {
     let db = Database::create("l7_clients");
@@ -233,7 +219,7 @@ async fn real_clients_work_through_layer_7_with_masking_and_audit() {
 
     // psycopg (libpq from PyPI): parameters, server-side prepared statements,
     // executemany, COPY FROM STDIN, masked rows, a block that leaves the session usable.
-    let output = Command::new(python())
+    let output = Command::new(postern_testkit::postgres::python_with_psycopg())
         .args([
             "-c",
             PSYCOPG_SCRIPT,

@@ -282,3 +282,19 @@ impl Drop for PrivatePostgres {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The Python with psycopg (libpq's driver, from PyPI) that scripts/test
+/// installs in a venv and names in `POSTERN_TEST_PYTHON`; fails loudly without it.
+pub fn python_with_psycopg() -> String {
+    let python = std::env::var("POSTERN_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&python)
+        .args(["-c", "import psycopg"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "{python} cannot import psycopg: run the suite with scripts/test, which installs \
+         psycopg[binary] from PyPI in a venv and sets POSTERN_TEST_PYTHON"
+    );
+    python
+}

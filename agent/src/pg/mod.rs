@@ -9,6 +9,7 @@ pub mod cancel;
 pub mod catalog;
 pub mod credentials;
 pub mod dial;
+pub mod fuzzing;
 pub mod hooks;
 pub mod relay;
 pub mod startup;

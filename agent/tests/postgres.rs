@@ -283,6 +283,55 @@ async fn masking_by_column_and_by_detector_whatever_the_alias_or_protocol() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_value_detector_masks_what_it_finds_and_only_that() {
+    let db = Database::create("agent_pg_detect");
+    db.sql(
+        "create table notes (id int, body text);\
+         insert into notes values\
+         (1, 'mail Ann.Lee+x@mail.example.org now'),\
+         (2, 'card 4111-1111-1111-1111, not 4111-1111-1111-1112'),\
+         (3, 'ring 415-555-0132'),\
+         (4, 'ssn 123-45-6789'),\
+         (5, 'nino AB 12 34 56 C'),\
+         (6, 'nir 2 84 05 73 108 058 04, not 2 84 05 73 108 058 05'),\
+         (7, 'nothing to see: order 12345')",
+    );
+    let policy = r#"{"masking": {"detectors": ["email", "card_number", "phone", "us_ssn", "uk_nino", "fr_nir"]}}"#;
+    let engine = Engine::start(
+        db.addr(),
+        settings(policy),
+        config_with_login("postgres", None),
+        "alice",
+    )
+    .await;
+    let (ok, out, err) = engine
+        .psql(&db.name, &["-c", "select body from notes order by id"])
+        .await;
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "mail A***@mail.example.org now");
+    assert_eq!(
+        lines[1], "card ************1111, not 4111-1111-1111-1112",
+        "Luhn decides"
+    );
+    assert!(
+        lines[2].starts_with("ring ") && lines[2].ends_with("32") && !lines[2].contains("555"),
+        "{}",
+        lines[2]
+    );
+    assert_eq!(lines[3], "ssn ***-**-6789");
+    assert_eq!(lines[4], "nino *********");
+    assert_eq!(
+        lines[5], "nir *************, not 2 84 05 73 108 058 05",
+        "the key decides"
+    );
+    assert_eq!(lines[6], "nothing to see: order 12345");
+    let audits = engine.audits(1).await;
+    assert_eq!(audits[0].masked_columns, vec!["body"]);
+    assert_eq!(audits[0].rows, 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_reaches_the_database_through_the_agents_own_key() {
     let db = Database::create("agent_pg_cancel");
     let engine = Engine::start(

@@ -206,6 +206,13 @@ async fn the_agent_logs_in_with_scram_over_verified_tls() {
         .await;
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "app|t");
+    let audits = engine.audits(1).await;
+    assert!(
+        audits
+            .iter()
+            .any(|a| a.statement.contains("pg_stat_ssl") && a.outcome == "ok" && a.rows == 1),
+        "the statement through SCRAM and TLS is audited: {audits:?}"
+    );
     // Pipelined queries over TLS: records the TLS layer buffers are flushed.
     let client = engine.client("ignored").await;
     let queries = (0..200).map(|i| {

@@ -49,6 +49,9 @@ const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// A Postgres session's settings, checked before anything is dialed.
 pub struct Plan {
     pub policy: SqlPolicy,
+    /// The policy compiled (guardrail patterns, masking rules), until the
+    /// session takes it.
+    hooks: Option<SqlHooks>,
     pub login: DbLogin,
     pub tls: TlsMode,
     pub database: Option<String>,
@@ -66,7 +69,7 @@ impl Plan {
                 .map_err(|e| format!("the connection's SQL policy is invalid: {e}"))?
         };
         // Compiled now so a bad rule refuses the session before it starts.
-        SqlHooks::new(&policy)
+        let hooks = SqlHooks::new(&policy)
             .map_err(|e| format!("the connection's SQL policy is invalid: {e}"))?;
         let login = config
             .credentials
@@ -75,6 +78,7 @@ impl Plan {
         let tls = settings.tls.parse()?;
         Ok(Self {
             policy,
+            hooks: Some(hooks),
             login,
             tls,
             database: Some(settings.database.clone()).filter(|d| !d.is_empty()),
@@ -243,7 +247,11 @@ where
         .map_err(|e| format!("answering the startup: {e}"))?;
     info!(db_user = %plan.login.user, "logged in to the database");
 
-    let hooks = SqlHooks::new(&plan.policy).map_err(|e| e.to_string())?;
+    let mut plan = plan;
+    let hooks = match plan.hooks.take() {
+        Some(hooks) => hooks,
+        None => SqlHooks::new(&plan.policy).map_err(|e| e.to_string())?,
+    };
     let options = SessionOptions {
         limits: Limits::default(),
         record_parameters: plan.policy.audit_parameters,

@@ -52,12 +52,25 @@ struct Measured {
 }
 
 #[derive(Debug, Serialize)]
+struct Target {
+    clients: u32,
+    postern_vs_ssh: f64,
+    /// Issue 4: at least the `ssh -L` rate.
+    meets_target: bool,
+}
+
+#[derive(Debug, Serialize)]
 struct Report {
     scenario: &'static str,
     mode: String,
     seconds_per_run: u64,
     rounds: usize,
     results: Vec<Measured>,
+    targets: Vec<Target>,
+    /// Statements the gateway recorded as audited during the run (its
+    /// `postern_statements_total`): proof the Postern path ran at Layer 7.
+    statements_audited: f64,
+    machine: crate::observe::Machine,
 }
 
 const DATABASE: &str = "postern_pgbench";
@@ -199,8 +212,35 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             });
         }
     }
+    let statements_audited = match postern.internal {
+        Some(internal) => {
+            let text = crate::observe::metrics(internal).await?;
+            ["ok", "error", "blocked"]
+                .iter()
+                .map(|o| {
+                    crate::observe::sample(&text, "postern_statements_total", &[("outcome", o)])
+                })
+                .filter(|v| v.is_finite())
+                .sum()
+        }
+        None => f64::NAN,
+    };
+    ensure!(
+        statements_audited > 0.0,
+        "the gateway recorded no audited statement: the postern path did not run at Layer 7"
+    );
+    let targets: Vec<Target> = results
+        .iter()
+        .filter(|r| r.path == Path3::Postern)
+        .map(|r| Target {
+            clients: r.clients,
+            postern_vs_ssh: r.vs_ssh,
+            meets_target: r.vs_ssh >= 1.0,
+        })
+        .collect();
     println!(
-        "\npgbench -S -M {}, {} s per run, median of {} (guardrails and audit on for postern):\n",
+        "\npgbench -S -M {}, {} s per run, median of {} (guardrails and audit on for postern; \
+         {statements_audited} statements audited):\n",
         options.mode, options.seconds, options.rounds
     );
     println!("| clients | path | tps | vs ssh -L |");
@@ -221,6 +261,9 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             seconds_per_run: options.seconds,
             rounds: options.rounds,
             results,
+            targets,
+            statements_audited,
+            machine: crate::observe::machine(),
         };
         write_json(path, &report)?;
     }

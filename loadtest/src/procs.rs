@@ -51,6 +51,8 @@ pub struct Postern {
     _gateway: Child,
     _connect: Child,
     pub local: SocketAddr,
+    /// The gateway's internal port (metrics).
+    pub internal: Option<SocketAddr>,
 }
 
 /// `postern-gateway dev` (TLS, embedded agent), a connection to `target`
@@ -95,6 +97,12 @@ pub async fn postern(
         "postern-gateway dev",
     )
     .await?;
+    // "URL  (metrics: http://ADDR/metrics)"
+    let internal = url
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|addr| addr.parse().ok());
     let url = url
         .split_whitespace()
         .next()
@@ -134,6 +142,7 @@ pub async fn postern(
         _gateway: gateway,
         _connect: connect,
         local,
+        internal,
     })
 }
 

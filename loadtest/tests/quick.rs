@@ -150,3 +150,37 @@ fn idle_agents_quick_reports_memory_per_agent() {
     );
     assert!(report["meets_target"].is_boolean());
 }
+
+#[test]
+fn pgbench_quick_measures_three_paths_and_proves_layer_7() {
+    let (stdout, report) = succeeded(&["pgbench", "--quick", "--clients", "1,2"]);
+    assert!(
+        stdout.contains("| clients | path | tps | vs ssh -L |"),
+        "{stdout}"
+    );
+    let results = report["results"].as_array().unwrap();
+    let paths: Vec<(u64, &str)> = results
+        .iter()
+        .map(|r| (r["clients"].as_u64().unwrap(), r["path"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            (1, "direct"),
+            (1, "ssh_l"),
+            (1, "postern"),
+            (2, "direct"),
+            (2, "ssh_l"),
+            (2, "postern")
+        ]
+    );
+    for result in results {
+        positive(&result["median_tps"], "tps");
+        positive(&result["vs_ssh"], "ratio");
+    }
+    assert!(
+        report["statements_audited"].as_f64().unwrap() > 10.0,
+        "{report}"
+    );
+    assert_eq!(report["targets"].as_array().unwrap().len(), 2);
+}

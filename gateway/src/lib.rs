@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod audit_writer;
 pub mod config;
 pub mod connection_settings;
 pub mod dev;
@@ -376,6 +377,8 @@ impl RunningGateway {
         );
         shared.stop.cancel();
         self.stop.cancel();
+        // Every statement the sessions reported is written before the end.
+        let _ = tokio::time::timeout(Duration::from_secs(5), shared.audit_writer.flush()).await;
         let mut servers = self.servers;
         let all_closed = futures::future::join_all(servers.iter_mut());
         if tokio::time::timeout(CONNECTION_DRAIN, all_closed)

@@ -6,14 +6,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::{Stream, StreamExt};
-use postern_state::{AuditEvent, AuditSink, PolicyStore, SessionEnd, now_ms};
+use postern_state::{AuditEvent, PolicyStore, SessionEnd, now_ms};
 use postern_tunnel::frame::payload_len;
 use postern_tunnel::proto::frame::Kind;
 use postern_tunnel::proto::{Frame, StatementAudit};
-use tokio::sync::mpsc;
 use tonic::Status;
-use tracing::{Span, error, info, warn};
+use tracing::{Span, info, warn};
 
+use crate::audit_writer::AuditWriter;
 use crate::metrics::{Direction, ErrorKind, Metrics};
 
 pub type FrameResponse = Pin<Box<dyn Stream<Item = Result<Frame, Status>> + Send + 'static>>;
@@ -37,39 +37,19 @@ pub struct SessionTracker {
 
 /// Writes the statements an agent reports under the session's identity,
 /// which only the ingress knows: the agent cannot name (or spoof) a user.
-/// One writer task per session keeps the audit trail in statement order.
+/// The replica's one [`AuditWriter`] keeps each session's trail in order.
 pub struct StatementRecorder {
     user: String,
     connection: String,
-    events: mpsc::UnboundedSender<AuditEvent>,
+    writer: AuditWriter,
 }
 
 impl StatementRecorder {
-    /// Starts the session's writer; it ends once the session's tracker is gone
-    /// and every event it was given is written.
-    pub fn start(
-        user: String,
-        connection: String,
-        sink: Arc<dyn AuditSink>,
-        metrics: Arc<Metrics>,
-        span: Span,
-    ) -> Self {
-        let (events, mut pending) = mpsc::unbounded_channel::<AuditEvent>();
-        tokio::spawn(async move {
-            while let Some(event) = pending.recv().await {
-                // A failed write is logged and counted, never silently dropped.
-                if let Err(e) = sink.record(&event).await {
-                    metrics.error(ErrorKind::AuditUnavailable);
-                    span.in_scope(
-                        || error!(error = %e, ?event, "cannot write a statement's audit event"),
-                    );
-                }
-            }
-        });
+    pub fn new(user: String, connection: String, writer: AuditWriter) -> Self {
         Self {
             user,
             connection,
-            events,
+            writer,
         }
     }
 }
@@ -126,7 +106,7 @@ impl SessionTracker {
             session_id: Some(self.id.clone()),
         };
         self.metrics.statement(&event.outcome);
-        let _ = self.audit.events.send(event);
+        self.audit.writer.send(event);
     }
 
     /// The agent attached: from here on, the session counts as open.

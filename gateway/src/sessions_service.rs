@@ -81,12 +81,10 @@ async fn open_session(
         session_id.clone(),
         shared.metrics.clone(),
         shared.stores.policy.clone(),
-        StatementRecorder::start(
+        StatementRecorder::new(
             user.user.clone(),
             connection.name.clone(),
-            shared.stores.audit.clone(),
-            shared.metrics.clone(),
-            tracing::Span::current(),
+            shared.audit_writer.clone(),
         ),
         tracing::Span::current(),
     ));

@@ -12,6 +12,7 @@ use postern_tunnel::auth::{BearerError, bearer_token, hash_token};
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataMap;
 
+use crate::audit_writer::AuditWriter;
 use crate::metrics::{ErrorKind, Metrics};
 use crate::peer::Interconnect;
 use crate::refusal::Refusal;
@@ -67,6 +68,8 @@ pub struct Shared {
     /// Calls to other replicas; `None` when this replica runs alone.
     pub peers: Option<Interconnect>,
     pub metrics: Arc<Metrics>,
+    /// Statement audit, batched (see `audit_writer`).
+    pub audit_writer: AuditWriter,
     pub settings: Settings,
     draining: AtomicBool,
     /// Cancelled when the replica stops: agent control loops end.
@@ -82,6 +85,7 @@ impl Shared {
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
+            audit_writer: AuditWriter::start(stores.audit.clone(), metrics.clone()),
             replica_id,
             stores,
             agents: AgentRegistry::default(),

@@ -121,6 +121,10 @@ enum Command {
         /// pgbench's query mode: simple, extended or prepared.
         #[arg(long, default_value = "simple")]
         mode: String,
+        /// The Postern connection's kind: postgres (Layer 7: guardrails and
+        /// audit on) or tcp (bytes only, to see what Layer 7 costs).
+        #[arg(long, default_value = "postgres")]
+        kind: String,
         /// Small sizes for a smoke test that finishes in seconds.
         #[arg(long)]
         quick: bool,
@@ -199,6 +203,7 @@ async fn main() -> anyhow::Result<()> {
             seconds,
             rounds,
             mode,
+            kind,
             quick,
             bin_dir,
             json,
@@ -218,6 +223,7 @@ async fn main() -> anyhow::Result<()> {
                 seconds: seconds.unwrap_or(if quick { 1 } else { 10 }),
                 rounds: rounds.unwrap_or(if quick { 1 } else { 3 }),
                 mode,
+                kind,
                 bin_dir,
                 json,
             })

@@ -125,6 +125,14 @@ pub trait PolicyStore: Send + Sync + 'static {
 #[async_trait]
 pub trait AuditSink: Send + Sync + 'static {
     async fn record(&self, event: &AuditEvent) -> StoreResult<()>;
+    /// Records `events` in order; a store that can should write them in one
+    /// round trip or transaction (statement audit comes in bursts).
+    async fn record_batch(&self, events: &[AuditEvent]) -> StoreResult<()> {
+        for event in events {
+            self.record(event).await?;
+        }
+        Ok(())
+    }
     /// Events matching `query`, most recent first.
     async fn events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
 }

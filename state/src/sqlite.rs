@@ -425,12 +425,12 @@ impl PolicyStore for SqliteStore {
     }
 }
 
-#[async_trait]
-impl AuditSink for SqliteStore {
-    async fn record(&self, e: &AuditEvent) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO audit_events (at_ms, actor, action, target, outcome, detail, session_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
+const INSERT_AUDIT: &str = "INSERT INTO audit_events (at_ms, actor, action, target, outcome, detail, session_id) VALUES (?, ?, ?, ?, ?, ?, ?)";
+
+fn insert_audit(
+    e: &AuditEvent,
+) -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    sqlx::query(INSERT_AUDIT)
         .bind(e.at_ms)
         .bind(&e.actor)
         .bind(&e.action)
@@ -438,9 +438,22 @@ impl AuditSink for SqliteStore {
         .bind(&e.outcome)
         .bind(&e.detail)
         .bind(&e.session_id)
-        .execute(&self.pool)
-        .await
-        .map_err(backend)?;
+}
+
+#[async_trait]
+impl AuditSink for SqliteStore {
+    async fn record(&self, e: &AuditEvent) -> StoreResult<()> {
+        insert_audit(e).execute(&self.pool).await.map_err(backend)?;
+        Ok(())
+    }
+
+    /// One transaction (one commit) for the whole batch.
+    async fn record_batch(&self, events: &[AuditEvent]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        for e in events {
+            insert_audit(e).execute(&mut *tx).await.map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)?;
         Ok(())
     }
 

@@ -293,3 +293,33 @@ async fn a_file_database_survives_reopening() {
     let store = SqliteStore::open(&path).await.unwrap();
     assert_eq!(store.connections().await.unwrap(), vec![connection("pg")]);
 }
+
+#[tokio::test]
+async fn a_batch_of_audit_events_is_written_whole_and_in_order() {
+    let store = SqliteStore::in_memory().await.unwrap();
+    let events: Vec<AuditEvent> = (0..300)
+        .map(|i| AuditEvent {
+            at_ms: 1000 + i,
+            actor: "alice".into(),
+            action: "sql.statement".into(),
+            target: "pg".into(),
+            outcome: "ok".into(),
+            detail: format!("{{\"n\": {i}}}"),
+            session_id: Some("s1".into()),
+        })
+        .collect();
+    store.record_batch(&events).await.unwrap();
+    let read = store
+        .events(&AuditQuery {
+            session_id: Some("s1".into()),
+            limit: 1000,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(read.len(), 300);
+    // Newest first: the batch's order is kept.
+    let details: Vec<&str> = read.iter().rev().map(|e| e.detail.as_str()).collect();
+    let expected: Vec<String> = (0..300).map(|i| format!("{{\"n\": {i}}}")).collect();
+    assert_eq!(details, expected);
+}

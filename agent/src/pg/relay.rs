@@ -12,7 +12,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use futures::Stream;
 use postern_l7_pg::messages::{ErrorResponse, RowDescription, WireMessage};
 use postern_l7_pg::session::{Action, Session};
@@ -30,6 +30,9 @@ use super::hooks::SqlHooks;
 /// (or, for the client, back to itself).
 const BACKLOG_LIMIT: usize = 256 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
+/// Messages bound the same way are written together, up to this much: one
+/// frame (and one TLS record per hop) per answer, not one per message.
+const COALESCE: usize = 64 * 1024;
 
 /// Opens the catalog connection on first use (see `catalog`).
 pub trait CatalogSource {
@@ -54,7 +57,7 @@ pub enum RelayError {
 }
 
 enum ToClient {
-    Data(Bytes),
+    Data(BytesMut),
     Audit(StatementAudit),
 }
 
@@ -75,7 +78,7 @@ pub struct Pump<'a, I, C> {
     backend: BackendDecoder,
     client_buf: BytesMut,
     server_buf: BytesMut,
-    to_server: VecDeque<Bytes>,
+    to_server: VecDeque<BytesMut>,
     to_server_len: usize,
     to_client: VecDeque<ToClient>,
     to_client_len: usize,
@@ -144,7 +147,8 @@ where
         if let Err(RelayError::Protocol { side, error }) = &result {
             let fatal = ErrorResponse::protocol_violation(error).encode();
             self.to_client_len += fatal.len();
-            self.to_client.push_back(ToClient::Data(fatal));
+            self.to_client
+                .push_back(ToClient::Data(BytesMut::from(&fatal[..])));
             self.to_client
                 .push_back(ToClient::Audit(audit::protocol_error(
                     side,
@@ -224,11 +228,23 @@ where
             match action {
                 Action::ToServer(bytes) => {
                     self.to_server_len += bytes.len();
-                    self.to_server.push_back(bytes);
+                    match self.to_server.back_mut() {
+                        Some(last) if last.len() + bytes.len() <= COALESCE => {
+                            last.extend_from_slice(&bytes)
+                        }
+                        _ => self.to_server.push_back(BytesMut::from(bytes)),
+                    }
                 }
                 Action::ToClient(bytes) => {
                     self.to_client_len += bytes.len();
-                    self.to_client.push_back(ToClient::Data(bytes));
+                    match self.to_client.back_mut() {
+                        Some(ToClient::Data(last)) if last.len() + bytes.len() <= COALESCE => {
+                            last.extend_from_slice(&bytes)
+                        }
+                        _ => self
+                            .to_client
+                            .push_back(ToClient::Data(BytesMut::from(bytes))),
+                    }
                 }
                 Action::Event(event) => {
                     let hooks = self.session.hooks_mut();

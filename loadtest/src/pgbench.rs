@@ -154,7 +154,15 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let ssh = procs::ssh_tunnel(dir.path(), pg).await?;
     let kind_args: &[&str] = match options.kind.as_str() {
-        "postgres" => &["--kind", "postgres", "--credential", "env:DEV"],
+        // No TLS to the database, as on the baselines (PGSSLMODE=disable).
+        "postgres" => &[
+            "--kind",
+            "postgres",
+            "--credential",
+            "env:DEV",
+            "--tls",
+            "disable",
+        ],
         "tcp" => &["--kind", "tcp"],
         other => anyhow::bail!("--kind {other:?}: expected postgres or tcp"),
     };

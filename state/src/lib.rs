@@ -4,7 +4,8 @@
 //!
 //! Adapters here: [`memory::MemoryRouteStore`] (the single-replica default),
 //! [`redis::RedisRouteStore`] (routes shared by replicas, on Redis or Redis
-//! Cluster) and [`sqlite::SqliteStore`] (embedded policy store and audit sink).
+//! Cluster), and policy stores and audit sinks: [`sqlite::SqliteStore`]
+//! (embedded) and [`postgres::PostgresStore`].
 //!
 //! With the `test-support` feature, the `testing` module starts throwaway Redis
 //! servers and clusters for tests.
@@ -12,6 +13,7 @@
 
 pub mod memory;
 pub mod model;
+pub mod postgres;
 pub mod redis;
 pub mod sqlite;
 #[cfg(any(test, feature = "test-support"))]

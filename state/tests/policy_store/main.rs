@@ -1,0 +1,115 @@
+//! The policy store and audit sink contract on the SQL adapters, each on a
+//! real backend: SQLite in a temporary file and a throwaway database on the
+//! local PostgreSQL (`postern_testkit::postgres`).
+
+mod concurrency;
+mod contract;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use postern_state::StoreError;
+use postern_state::postgres::PostgresStore;
+use postern_state::sqlite::SqliteStore;
+use postern_testkit::postgres::Database;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn pg_url(db: &Database) -> String {
+    format!(
+        "postgres://postgres@{}:{}/{}?sslmode=disable",
+        db.host, db.port, db.name
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_meets_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("policy.db"))
+        .await
+        .unwrap();
+    contract::run_all(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_meets_the_contract() {
+    let db = Database::create("policy_contract");
+    let store = PostgresStore::connect(&pg_url(&db)).await.unwrap();
+    contract::run_all(Arc::new(store)).await;
+    // What the store wrote is plain SQL anyone can read.
+    assert_eq!(
+        db.sql("select count(*) from sessions where outcome like 'outcome-%'")
+            .trim(),
+        "40"
+    );
+}
+
+/// Replicas starting at once on a fresh database: every one migrates or
+/// waits, each migration runs once, and a later start changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_replicas_starting_at_once_migrate_once() {
+    let db = Database::create("policy_migrate");
+    let url = pg_url(&db);
+    let starts = (0..6).map(|_| {
+        let url = url.clone();
+        tokio::spawn(async move { PostgresStore::connect(&url).await })
+    });
+    let stores: Vec<PostgresStore> = futures::future::join_all(starts)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().unwrap())
+        .collect();
+    let latest = PostgresStore::latest_schema_version();
+    for store in &stores {
+        assert_eq!(store.schema_version().await.unwrap(), latest);
+    }
+    let versions =
+        db.sql("select string_agg(version::text, ',' order by version) from postern_schema");
+    let expected: Vec<String> = (1..=latest).map(|v| v.to_string()).collect();
+    assert_eq!(versions.trim(), expected.join(","));
+    drop(stores);
+    let again = PostgresStore::connect(&url).await.unwrap();
+    assert_eq!(again.schema_version().await.unwrap(), latest);
+    assert_eq!(
+        db.sql("select count(*) from postern_schema").trim(),
+        latest.to_string()
+    );
+}
+
+#[tokio::test]
+async fn postgres_unreachable_is_unavailable_and_bad_urls_invalid() {
+    let started = Instant::now();
+    let url = format!(
+        "postgres://postgres:hunter2@127.0.0.1:{}/postern",
+        free_port()
+    );
+    let err = PostgresStore::connect(&url).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!format!("{err:?}{err}").contains("hunter2"), "{err:?}");
+
+    let err = PostgresStore::connect("postgres://postgres:hunter2@127.0.0.1:port/x")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Invalid {
+                field: "postgres URL",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!format!("{err:?}{err}").contains("hunter2"), "{err:?}");
+}

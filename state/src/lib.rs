@@ -4,13 +4,14 @@
 //!
 //! Adapters here: [`memory::MemoryRouteStore`] (the single-replica default),
 //! [`redis::RedisRouteStore`] (routes shared by replicas, on Redis or Redis
-//! Cluster), and policy stores and audit sinks: [`sqlite::SqliteStore`]
-//! (embedded) and [`postgres::PostgresStore`].
+//! Cluster), and three policy stores and audit sinks: [`sqlite::SqliteStore`]
+//! (embedded), [`postgres::PostgresStore`] and [`dynamodb::DynamoStore`].
 //!
 //! With the `test-support` feature, the `testing` module starts throwaway Redis
 //! servers and clusters for tests.
 #![forbid(unsafe_code)]
 
+pub mod dynamodb;
 pub mod memory;
 pub mod model;
 pub mod postgres;

@@ -1,6 +1,7 @@
-//! The policy store and audit sink contract on the SQL adapters, each on a
-//! real backend: SQLite in a temporary file and a throwaway database on the
-//! local PostgreSQL (`postern_testkit::postgres`).
+//! The policy store and audit sink contract on all three adapters, each on a
+//! real backend: SQLite in a temporary file, a throwaway database on the local
+//! PostgreSQL (`postern_testkit::postgres`), and moto's DynamoDB-API server,
+//! started by the test on a free port.
 
 mod concurrency;
 mod contract;
@@ -8,9 +9,12 @@ mod contract;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aws_sdk_dynamodb::config::{Credentials, SharedCredentialsProvider};
 use postern_state::StoreError;
+use postern_state::dynamodb::{DynamoConfig, DynamoStore};
 use postern_state::postgres::PostgresStore;
 use postern_state::sqlite::SqliteStore;
+use postern_state::testing::MotoServer;
 use postern_testkit::postgres::Database;
 
 fn free_port() -> u16 {
@@ -26,6 +30,16 @@ fn pg_url(db: &Database) -> String {
         "postgres://postgres@{}:{}/{}?sslmode=disable",
         db.host, db.port, db.name
     )
+}
+
+fn moto_config(moto: &MotoServer, table: &str) -> DynamoConfig {
+    let mut config = DynamoConfig::new(table, "us-east-1");
+    config.endpoint = Some(moto.endpoint());
+    config.create_table = true;
+    config.credentials = Some(SharedCredentialsProvider::new(Credentials::new(
+        "testing", "testing", None, None, "test",
+    )));
+    config
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,4 +126,57 @@ async fn postgres_unreachable_is_unavailable_and_bad_urls_invalid() {
         "{err:?}"
     );
     assert!(!format!("{err:?}{err}").contains("hunter2"), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_meets_the_contract() {
+    let moto = MotoServer::start();
+    let store = DynamoStore::connect(moto_config(&moto, "postern-contract"))
+        .await
+        .unwrap();
+    contract::run_all(Arc::new(store)).await;
+}
+
+/// Replicas starting at once create the table once; without `create_table` a
+/// missing table is an error that says what to do; nothing listening is
+/// `Unavailable`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_table_creation_and_failures() {
+    let moto = MotoServer::start();
+    let starts = (0..4).map(|_| {
+        let config = moto_config(&moto, "postern-replicas");
+        tokio::spawn(async move { DynamoStore::connect(config).await })
+    });
+    let stores: Vec<DynamoStore> = futures::future::join_all(starts)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().unwrap())
+        .collect();
+    use postern_state::PolicyStore;
+    stores[0]
+        .create_connection(&contract::tcp("shared"))
+        .await
+        .unwrap();
+    assert_eq!(
+        stores[3].connection("shared").await.unwrap(),
+        Some(contract::tcp("shared"))
+    );
+
+    let mut config = moto_config(&moto, "postern-missing");
+    config.create_table = false;
+    let err = DynamoStore::connect(config).await.unwrap_err();
+    assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
+    assert!(err.to_string().contains("create_table=true"), "{err}");
+
+    let mut config = moto_config(&moto, "postern-nowhere");
+    config.endpoint = Some(format!("http://127.0.0.1:{}", free_port()));
+    config.attempt_timeout = Duration::from_millis(500);
+    let started = Instant::now();
+    let err = DynamoStore::connect(config).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 }

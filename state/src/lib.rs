@@ -5,7 +5,8 @@
 //! Adapters here: [`memory::MemoryRouteStore`] (the single-replica default),
 //! [`redis::RedisRouteStore`] (routes shared by replicas, on Redis or Redis
 //! Cluster), and three policy stores and audit sinks: [`sqlite::SqliteStore`]
-//! (embedded), [`postgres::PostgresStore`] and [`dynamodb::DynamoStore`].
+//! (embedded), [`postgres::PostgresStore`] and [`dynamodb::DynamoStore`],
+//! chosen by [`store_url::PolicyStoreUrl`].
 //!
 //! With the `test-support` feature, the `testing` module starts throwaway Redis
 //! servers and clusters for tests.
@@ -17,6 +18,7 @@ pub mod model;
 pub mod postgres;
 pub mod redis;
 pub mod sqlite;
+pub mod store_url;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 

@@ -60,6 +60,17 @@ impl DynamoConfig {
         }
     }
 
+    /// Uses these keys instead of the environment's.
+    pub fn static_credentials(&mut self, access_key_id: &str, secret_access_key: &str) {
+        self.credentials = Some(SharedCredentialsProvider::new(Credentials::new(
+            access_key_id,
+            secret_access_key,
+            None,
+            None,
+            "postern-static",
+        )));
+    }
+
     /// `dynamodb://TABLE?region=eu-west-1&endpoint=http://127.0.0.1:8000&create_table=true`;
     /// `region` is required, the others optional.
     pub fn from_url(url: &str) -> Result<Self, DynamoConfigError> {

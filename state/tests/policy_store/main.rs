@@ -9,7 +9,6 @@ mod contract;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::config::{Credentials, SharedCredentialsProvider};
 use postern_state::StoreError;
 use postern_state::dynamodb::{DynamoConfig, DynamoStore};
 use postern_state::postgres::PostgresStore;
@@ -36,9 +35,7 @@ fn moto_config(moto: &MotoServer, table: &str) -> DynamoConfig {
     let mut config = DynamoConfig::new(table, "us-east-1");
     config.endpoint = Some(moto.endpoint());
     config.create_table = true;
-    config.credentials = Some(SharedCredentialsProvider::new(Credentials::new(
-        "testing", "testing", None, None, "test",
-    )));
+    config.static_credentials("testing", "testing");
     config
 }
 

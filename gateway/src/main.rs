@@ -13,8 +13,7 @@ use postern_gateway::dev::{DevOptions, start_dev};
 use postern_gateway::{Stores, start};
 use postern_state::memory::MemoryRouteStore;
 use postern_state::redis::{RedisConnectError, RedisRouteStore};
-use postern_state::sqlite::SqliteStore;
-use postern_state::{PolicyStore, Role, RouteStore, UserToken, now_ms};
+use postern_state::{Role, RouteStore, UserToken, now_ms};
 use postern_tunnel::auth::hash_token;
 use postern_tunnel::env::Env;
 
@@ -85,7 +84,11 @@ async fn run(env: &Env) -> anyhow::Result<()> {
         }
     };
     tracing::info!(?config, "starting gateway");
-    let store = Arc::new(SqliteStore::open(&config.sqlite_path).await?);
+    let opened =
+        config.policy_store.open().await.map_err(|e| {
+            anyhow::anyhow!("cannot open the policy store (POSTERN_POLICY_STORE): {e}")
+        })?;
+    let store = opened.policy.clone();
     if let Some(token) = &config.bootstrap_admin_token {
         let hash = hash_token(token.expose());
         if store.user_by_token_hash(&hash).await?.is_none() {
@@ -114,8 +117,8 @@ async fn run(env: &Env) -> anyhow::Result<()> {
         None => Arc::new(MemoryRouteStore::new()),
     };
     let stores = Stores {
-        policy: store.clone(),
-        audit: store,
+        policy: opened.policy,
+        audit: opened.audit,
         routes,
     };
     let running = start(config.options, stores).await?;

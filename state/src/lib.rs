@@ -4,16 +4,21 @@
 //!
 //! Adapters here: [`memory::MemoryRouteStore`] (the single-replica default),
 //! [`redis::RedisRouteStore`] (routes shared by replicas, on Redis or Redis
-//! Cluster) and [`sqlite::SqliteStore`] (embedded policy store and audit sink).
+//! Cluster), and three policy stores and audit sinks: [`sqlite::SqliteStore`]
+//! (embedded), [`postgres::PostgresStore`] and [`dynamodb::DynamoStore`],
+//! chosen by [`store_url::PolicyStoreUrl`].
 //!
 //! With the `test-support` feature, the `testing` module starts throwaway Redis
 //! servers and clusters for tests.
 #![forbid(unsafe_code)]
 
+pub mod dynamodb;
 pub mod memory;
 pub mod model;
+pub mod postgres;
 pub mod redis;
 pub mod sqlite;
+pub mod store_url;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use postern_state::store_url::PolicyStoreUrl;
 use postern_tunnel::Secret;
 use postern_tunnel::env::{ConfigError, Env};
 use postern_tunnel::tls::{Identity, server_config};
@@ -20,6 +21,7 @@ pub const VARS: &[&str] = &[
     "POSTERN_TLS_KEY",
     "POSTERN_TLS_DISABLED",
     "POSTERN_SQLITE_PATH",
+    "POSTERN_POLICY_STORE",
     "POSTERN_REPLICA_ID",
     "POSTERN_KEEPALIVE_INTERVAL_MS",
     "POSTERN_SESSION_OPEN_TIMEOUT_MS",
@@ -42,7 +44,8 @@ pub const VARS: &[&str] = &[
 #[derive(Debug)]
 pub struct GatewayConfig {
     pub options: GatewayOptions,
-    pub sqlite_path: PathBuf,
+    /// `POSTERN_POLICY_STORE`, else SQLite at `POSTERN_SQLITE_PATH`.
+    pub policy_store: PolicyStoreUrl,
     /// Registered as an admin token at start if no token with its hash exists:
     /// how the first admin gets in without dev mode.
     pub bootstrap_admin_token: Option<Secret>,
@@ -158,14 +161,33 @@ impl GatewayConfig {
                 settings: settings_from_env(env)?,
                 peer: cluster::peer_options(env, redis_url.as_ref())?,
             },
-            sqlite_path: env.or(
-                "POSTERN_SQLITE_PATH",
-                PathBuf::from("postern-data/postern.db"),
-            )?,
+            policy_store: policy_store(env)?,
             bootstrap_admin_token,
             redis_url,
         })
     }
+}
+
+/// `POSTERN_POLICY_STORE` (sqlite:PATH, postgres://…, dynamodb://…), or the
+/// embedded SQLite at `POSTERN_SQLITE_PATH`; setting both is ambiguous.
+fn policy_store(env: &Env) -> Result<PolicyStoreUrl, ConfigError> {
+    let sqlite_path: Option<PathBuf> = env.optional("POSTERN_SQLITE_PATH")?;
+    let Some(url) = env.secret("POSTERN_POLICY_STORE") else {
+        return Ok(PolicyStoreUrl::Sqlite(
+            sqlite_path.unwrap_or_else(|| PathBuf::from("postern-data/postern.db")),
+        ));
+    };
+    let invalid = |message: String| ConfigError {
+        var: "POSTERN_POLICY_STORE".into(),
+        message,
+    };
+    if sqlite_path.is_some() {
+        return Err(invalid(
+            "and POSTERN_SQLITE_PATH are both set: use POSTERN_POLICY_STORE=sqlite:PATH alone"
+                .into(),
+        ));
+    }
+    PolicyStoreUrl::parse(url.expose()).map_err(invalid)
 }
 
 fn missing(var: &str, why: &str) -> ConfigError {
@@ -213,6 +235,71 @@ mod tests {
             let env = Env::from_pairs([("POSTERN_TLS_DISABLED", "true"), (var, value)]);
             let err = GatewayConfig::from_env(&env).unwrap_err();
             assert_eq!(err.var, var, "{err}");
+        }
+    }
+
+    #[test]
+    fn the_policy_store_is_chosen_by_url() {
+        let config = |pairs: &[(&str, &str)]| {
+            let mut env = Env::from_pairs([("POSTERN_TLS_DISABLED", "true")]);
+            for (name, value) in pairs {
+                env.set(name, *value);
+            }
+            GatewayConfig::from_env(&env)
+        };
+        let sqlite = |path: &str| PolicyStoreUrl::Sqlite(PathBuf::from(path));
+        assert_eq!(
+            format!("{:?}", config(&[]).unwrap().policy_store),
+            format!("{:?}", sqlite("postern-data/postern.db"))
+        );
+        for pairs in [
+            &[("POSTERN_SQLITE_PATH", "/data/p.db")][..],
+            &[("POSTERN_POLICY_STORE", "sqlite:/data/p.db")][..],
+        ] {
+            let store = config(pairs).unwrap().policy_store;
+            assert_eq!(format!("{store:?}"), format!("{:?}", sqlite("/data/p.db")));
+        }
+        let pg = config(&[(
+            "POSTERN_POLICY_STORE",
+            "postgres://gw:hunter2@db:5432/postern",
+        )])
+        .unwrap();
+        assert!(matches!(pg.policy_store, PolicyStoreUrl::Postgres(_)));
+        assert!(!format!("{pg:?}").contains("hunter2"), "{pg:?}");
+        let dynamo = config(&[(
+            "POSTERN_POLICY_STORE",
+            "dynamodb://postern?region=eu-west-1",
+        )])
+        .unwrap();
+        assert!(
+            matches!(dynamo.policy_store, PolicyStoreUrl::DynamoDb(c) if c.region == "eu-west-1")
+        );
+
+        for (pairs, why) in [
+            (
+                &[("POSTERN_POLICY_STORE", "redis://x")][..],
+                "expected sqlite:PATH",
+            ),
+            (
+                &[("POSTERN_POLICY_STORE", "dynamodb://postern")][..],
+                "region is required",
+            ),
+            (
+                &[("POSTERN_POLICY_STORE", "postgres://gw:hunter2@db:x/p")][..],
+                "postgres://",
+            ),
+            (
+                &[
+                    ("POSTERN_POLICY_STORE", "sqlite:/a.db"),
+                    ("POSTERN_SQLITE_PATH", "/b.db"),
+                ][..],
+                "both set",
+            ),
+        ] {
+            let err = config(pairs).unwrap_err();
+            assert_eq!(err.var, "POSTERN_POLICY_STORE", "{err}");
+            assert!(err.message.contains(why), "{err}");
+            assert!(!err.to_string().contains("hunter2"), "{err}");
         }
     }
 

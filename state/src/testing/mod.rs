@@ -1,4 +1,5 @@
-//! Throwaway Redis for tests (feature `test-support`): [`RedisServer`] runs one
+//! Throwaway servers for tests (feature `test-support`): [`MotoServer`] runs
+//! moto's DynamoDB-API server; [`RedisServer`] runs one
 //! `redis-server` on a free loopback port, [`RedisCluster`] a Redis Cluster of
 //! such servers. Each server has a private temporary directory, persists
 //! nothing and is killed when dropped.
@@ -31,7 +32,9 @@ use std::time::{Duration, Instant};
 use ::redis::{FromRedisValue, RedisResult};
 
 mod cluster;
+mod moto;
 pub use cluster::RedisCluster;
+pub use moto::{MOTO_SERVER_ENV, MotoServer};
 
 /// Names a `redis-server` binary to use instead of the one on `PATH`.
 pub const REDIS_SERVER_ENV: &str = "POSTERN_TEST_REDIS_SERVER";

@@ -1,0 +1,218 @@
+//! The DynamoDB client, configured by hand (no aws-config): region, an
+//! endpoint override (local DynamoDB-API servers, VPC endpoints), static
+//! credentials from the standard `AWS_*` variables or any provider the caller
+//! hands in, timeouts and a rustls + ring HTTPS client.
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
+use aws_sdk_dynamodb::config::{
+    BehaviorVersion, Credentials, Region, SharedCredentialsProvider, retry::RetryConfig,
+};
+use aws_smithy_http_client::tls;
+
+use crate::{StoreError, StoreResult};
+
+/// Where the store lives and how to reach it. `Debug` never shows secrets.
+#[derive(Clone)]
+pub struct DynamoConfig {
+    pub table: String,
+    pub region: String,
+    /// `http(s)://host:port` instead of the region's public endpoint.
+    pub endpoint: Option<String>,
+    /// None: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and optionally
+    /// `AWS_SESSION_TOKEN` from the environment, read when the store connects.
+    pub credentials: Option<SharedCredentialsProvider>,
+    /// Create the table (and its indexes) when it does not exist.
+    pub create_table: bool,
+    /// Bounds each attempt; the whole call (with retries) gets three times it.
+    pub attempt_timeout: Duration,
+}
+
+impl std::fmt::Debug for DynamoConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DynamoConfig")
+            .field("table", &self.table)
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("credentials", &self.credentials.as_ref().map(|_| "<set>"))
+            .field("create_table", &self.create_table)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DynamoConfigError {
+    #[error("expected dynamodb://TABLE?region=REGION[&endpoint=URL][&create_table=true]: {0}")]
+    Url(String),
+}
+
+impl DynamoConfig {
+    pub fn new(table: &str, region: &str) -> Self {
+        Self {
+            table: table.into(),
+            region: region.into(),
+            endpoint: None,
+            credentials: None,
+            create_table: false,
+            attempt_timeout: Duration::from_secs(2),
+        }
+    }
+
+    /// Uses these keys instead of the environment's.
+    pub fn static_credentials(&mut self, access_key_id: &str, secret_access_key: &str) {
+        self.credentials = Some(SharedCredentialsProvider::new(Credentials::new(
+            access_key_id,
+            secret_access_key,
+            None,
+            None,
+            "postern-static",
+        )));
+    }
+
+    /// `dynamodb://TABLE?region=eu-west-1&endpoint=http://127.0.0.1:8000&create_table=true`;
+    /// `region` is required, the others optional.
+    pub fn from_url(url: &str) -> Result<Self, DynamoConfigError> {
+        let bad = |why: &str| DynamoConfigError::Url(why.to_owned());
+        let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+        if parsed.scheme() != "dynamodb" {
+            return Err(bad(&format!("the scheme is {:?}", parsed.scheme())));
+        }
+        let table = parsed.host_str().unwrap_or_default();
+        let valid_table = (3..=255).contains(&table.len())
+            && table
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !valid_table {
+            return Err(bad(
+                "the table name must be 3-255 characters of letters, digits, '_', '-' or '.'",
+            ));
+        }
+        let mut region = None;
+        let mut config = Self::new(table, "");
+        for (key, value) in parsed.query_pairs() {
+            match &*key {
+                "region" if !value.is_empty() => region = Some(value.into_owned()),
+                "endpoint" => {
+                    let endpoint = url::Url::parse(&value)
+                        .map_err(|e| bad(&format!("endpoint {value:?}: {e}")))?;
+                    if !matches!(endpoint.scheme(), "http" | "https") {
+                        return Err(bad("the endpoint must be an http:// or https:// URL"));
+                    }
+                    config.endpoint = Some(value.into_owned());
+                }
+                "create_table" => {
+                    config.create_table = match &*value {
+                        "true" | "1" => true,
+                        "false" | "0" => false,
+                        _ => return Err(bad("create_table must be true or false")),
+                    }
+                }
+                other => return Err(bad(&format!("unknown parameter {other:?}"))),
+            }
+        }
+        config.region = region.ok_or_else(|| bad("region is required"))?;
+        Ok(config)
+    }
+
+    fn credentials_provider(&self) -> StoreResult<SharedCredentialsProvider> {
+        if let Some(provider) = &self.credentials {
+            return Ok(provider.clone());
+        }
+        let var = |name: &'static str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let missing = |name: &'static str| StoreError::Invalid {
+            field: name,
+            reason: "must be set for the DynamoDB policy store".into(),
+        };
+        let key = var("AWS_ACCESS_KEY_ID").ok_or_else(|| missing("AWS_ACCESS_KEY_ID"))?;
+        let secret =
+            var("AWS_SECRET_ACCESS_KEY").ok_or_else(|| missing("AWS_SECRET_ACCESS_KEY"))?;
+        Ok(SharedCredentialsProvider::new(Credentials::new(
+            key,
+            secret,
+            var("AWS_SESSION_TOKEN"),
+            None,
+            "postern-environment",
+        )))
+    }
+
+    pub(super) fn sdk_config(&self) -> StoreResult<aws_sdk_dynamodb::Config> {
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(self.attempt_timeout)
+            .operation_attempt_timeout(self.attempt_timeout)
+            .operation_timeout(self.attempt_timeout * 3)
+            .build();
+        let mut builder = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(self.region.clone()))
+            .credentials_provider(self.credentials_provider()?)
+            .http_client(http)
+            .timeout_config(timeouts)
+            .retry_config(RetryConfig::standard().with_max_attempts(3));
+        if let Some(endpoint) = &self.endpoint {
+            builder = builder.endpoint_url(endpoint);
+        }
+        Ok(builder.build())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_and_bad_ones_say_why() {
+        let config = DynamoConfig::from_url(
+            "dynamodb://postern-prod?region=eu-west-1&endpoint=http://127.0.0.1:8000&create_table=true",
+        )
+        .unwrap();
+        assert_eq!(config.table, "postern-prod");
+        assert_eq!(config.region, "eu-west-1");
+        assert_eq!(config.endpoint.as_deref(), Some("http://127.0.0.1:8000"));
+        assert!(config.create_table);
+        let plain = DynamoConfig::from_url("dynamodb://postern?region=us-east-1").unwrap();
+        assert_eq!((plain.endpoint, plain.create_table), (None, false));
+
+        for (url, why) in [
+            ("dynamodb://postern", "region is required"),
+            ("postgres://postern?region=x", "scheme"),
+            ("dynamodb://ab?region=x", "table name"),
+            ("dynamodb://postern?region=x&endpoint=ftp://h", "http://"),
+            (
+                "dynamodb://postern?region=x&create_table=yes",
+                "true or false",
+            ),
+            (
+                "dynamodb://postern?region=x&colour=blue",
+                "unknown parameter \"colour\"",
+            ),
+        ] {
+            let err = DynamoConfig::from_url(url).unwrap_err().to_string();
+            assert!(err.contains(why), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn debug_hides_credentials() {
+        let mut config = DynamoConfig::new("t-1", "eu-west-1");
+        config.credentials = Some(SharedCredentialsProvider::new(Credentials::new(
+            "AKIDEXAMPLE",
+            "very-secret-key",
+            None,
+            None,
+            "test",
+        )));
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("very-secret-key") && !debug.contains("AKIDEXAMPLE"),
+            "{debug}"
+        );
+        assert!(debug.contains("<set>"), "{debug}");
+    }
+}

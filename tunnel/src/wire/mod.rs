@@ -14,12 +14,14 @@
 
 pub mod body;
 #[cfg(test)]
+mod compat;
+#[cfg(test)]
 mod tests;
 
 use std::collections::VecDeque;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use prost::Message;
+use prost::Message as _;
 use prost::encoding::{encode_varint, encoded_len_varint};
 use tonic::Status;
 
@@ -140,9 +142,9 @@ impl Deframer {
         self.buffered
     }
 
-    /// The next complete message (without its prefix), `None` if more bytes
-    /// are needed.
-    pub fn next_message(&mut self) -> Result<Option<Bytes>, Status> {
+    /// The length of the next message if all of it is here (its prefix
+    /// checked), `None` if more bytes are needed.
+    fn next_len(&self) -> Result<Option<usize>, Status> {
         if self.buffered < PREFIX_LEN {
             return Ok(None);
         }
@@ -161,22 +163,48 @@ impl Deframer {
         if len > MAX_MESSAGE_SIZE {
             return Err(too_large(len));
         }
-        if self.buffered < PREFIX_LEN + len {
+        Ok((self.buffered >= PREFIX_LEN + len).then_some(len))
+    }
+
+    /// The next complete message (without its prefix), `None` if more bytes
+    /// are needed.
+    pub fn next_message(&mut self) -> Result<Option<Bytes>, Status> {
+        let Some(len) = self.next_len()? else {
             return Ok(None);
-        }
-        drop(self.take(PREFIX_LEN));
-        Ok(Some(self.take(len)))
+        };
+        let mut message = self.message(len);
+        Ok(Some(message.copy_to_bytes(len)))
     }
 
     /// The next complete frame, `None` if more bytes are needed.
+    ///
+    /// A payload that lies in one chunk is a slice of it, even when the
+    /// message's header came in another chunk (as [`encode`] sends it).
     pub fn next_frame(&mut self) -> Result<Option<Frame>, Status> {
-        let Some(message) = self.next_message()? else {
+        let Some(len) = self.next_len()? else {
             return Ok(None);
         };
-        // Decoding from `Bytes` slices the payload out of it: no copy.
-        Frame::decode(message)
+        let mut message = self.message(len);
+        let decoded = Frame::decode(&mut message);
+        // Whatever a malformed message left unread goes with it.
+        let rest = message.remaining();
+        message.advance(rest);
+        decoded
             .map(Some)
             .map_err(|e| Status::internal(format!("cannot decode a session frame: {e}")))
+    }
+
+    /// The next `len` bytes after the prefix, as a `Buf` (the caller checked
+    /// that they are here).
+    fn message(&mut self, len: usize) -> Message<'_> {
+        self.buffered -= PREFIX_LEN + len;
+        let mut message = Message {
+            chunks: &mut self.chunks,
+            remaining: PREFIX_LEN,
+        };
+        message.advance(PREFIX_LEN);
+        message.remaining = len;
+        message
     }
 
     fn peek(&self, out: &mut [u8]) {
@@ -190,31 +218,62 @@ impl Deframer {
             }
         }
     }
+}
 
-    /// Takes `len` buffered bytes (the caller checked that they are there).
-    fn take(&mut self, len: usize) -> Bytes {
-        self.buffered -= len;
-        let Some(front) = self.chunks.front_mut() else {
-            return Bytes::new();
-        };
-        if front.len() >= len {
+/// One message's bytes across the chunks that hold them.
+struct Message<'a> {
+    chunks: &'a mut VecDeque<Bytes>,
+    remaining: usize,
+}
+
+impl Buf for Message<'_> {
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    fn chunk(&self) -> &[u8] {
+        match self.chunks.front() {
+            Some(front) => &front[..front.len().min(self.remaining)],
+            None => &[],
+        }
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        assert!(cnt <= self.remaining, "advance past the message's end");
+        self.remaining -= cnt;
+        while cnt > 0 {
+            let Some(front) = self.chunks.front_mut() else {
+                return;
+            };
+            let n = cnt.min(front.len());
+            front.advance(n);
+            cnt -= n;
+            if front.is_empty() {
+                self.chunks.pop_front();
+            }
+        }
+    }
+
+    /// A slice of the front chunk when it holds all `len` bytes; a copy only
+    /// when they span chunks.
+    fn copy_to_bytes(&mut self, len: usize) -> Bytes {
+        assert!(len <= self.remaining, "read past the message's end");
+        if let Some(front) = self.chunks.front_mut()
+            && front.len() >= len
+        {
             let out = front.split_to(len);
             if front.is_empty() {
                 self.chunks.pop_front();
             }
+            self.remaining -= len;
             return out;
         }
         let mut out = BytesMut::with_capacity(len);
         while out.len() < len {
-            let Some(front) = self.chunks.front_mut() else {
-                break;
-            };
-            let n = (len - out.len()).min(front.len());
-            out.extend_from_slice(&front[..n]);
-            front.advance(n);
-            if front.is_empty() {
-                self.chunks.pop_front();
-            }
+            let chunk = self.chunk();
+            let n = chunk.len().min(len - out.len());
+            out.extend_from_slice(&chunk[..n]);
+            self.advance(n);
         }
         out.freeze()
     }

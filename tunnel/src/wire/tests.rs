@@ -1,7 +1,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::StreamExt;
 use http_body_util::BodyExt;
-use prost::Message;
+use prost::Message as _;
 use tonic::Code;
 
 use super::body::{FrameBody, WireFrames};
@@ -87,6 +87,16 @@ fn a_large_payload_is_sent_and_received_without_a_copy() {
     let inside = chunk.as_ptr() as usize..chunk.as_ptr() as usize + chunk.len();
     assert!(inside.contains(&(data.payload.as_ptr() as usize)));
     assert_eq!(data.payload, payload);
+
+    // As sent: the header in one chunk, the payload in the next.
+    let mut deframer = Deframer::default();
+    deframer.push(encoded.head.clone());
+    deframer.push(payload.clone());
+    let Some(Kind::Data(data)) = deframer.next_frame().unwrap().unwrap().kind else {
+        panic!("not data");
+    };
+    assert_eq!(data.payload.as_ptr(), payload.as_ptr());
+    assert_eq!(deframer.buffered(), 0);
 }
 
 #[test]

@@ -2,15 +2,14 @@
 
 use postern_tunnel::FrameStream;
 use postern_tunnel::auth::{SESSION_HEADER, is_retryable, set_bearer};
-use postern_tunnel::frame::MAX_MESSAGE_SIZE;
 use postern_tunnel::http2::lazy_channel;
 use postern_tunnel::proto::agent_message::Kind as AgentKind;
-use postern_tunnel::proto::agent_tunnel_client::AgentTunnelClient;
-use postern_tunnel::proto::{AgentMessage, Frame, SessionRejected, SessionRequest};
+use postern_tunnel::proto::{AgentMessage, SessionRejected, SessionRequest};
 use postern_tunnel::stream::{FINISH_LINGER, outgoing_channel};
+use postern_tunnel::wire::{self, WireFrames};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tonic::metadata::AsciiMetadataValue;
+use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 
@@ -85,7 +84,10 @@ async fn reject(control: &mpsc::Sender<AgentMessage>, session_id: String, reason
     let _ = control.send(rejected).await;
 }
 
-type Attached = FrameStream<tonic::Streaming<Frame>>;
+type Attached = FrameStream<WireFrames>;
+
+/// The method's path, as in the generated client.
+const ATTACH_PATH: &str = "/postern.v1.AgentTunnel/Attach";
 
 /// Opens the session's data stream (outbound, like everything the agent does).
 async fn attach(
@@ -101,18 +103,15 @@ async fn attach(
     let mut attempt = 0;
     let (outgoing, inbound) = loop {
         let (outgoing, body) = outgoing_channel();
-        let mut attach = tonic::Request::new(body);
-        let metadata = attach.metadata_mut();
-        if let Err(e) = set_bearer(metadata, &config.token) {
+        let mut metadata = MetadataMap::new();
+        if let Err(e) = set_bearer(&mut metadata, &config.token) {
             warn!(error = %e, "cannot attach");
             return None;
         }
         metadata.insert(SESSION_HEADER, session_id.clone());
-        let mut client = AgentTunnelClient::new(channel.clone())
-            .max_decoding_message_size(MAX_MESSAGE_SIZE)
-            .max_encoding_message_size(MAX_MESSAGE_SIZE);
-        match client.attach(attach).await {
-            Ok(response) => break (outgoing, response.into_inner()),
+        // Framed by hand (see `wire`): payloads are not copied on the way.
+        match wire::call(channel.clone(), ATTACH_PATH, metadata, body).await {
+            Ok((_, inbound)) => break (outgoing, inbound),
             // The tunnel's connection may be to a replica that is going away
             // (it sent GOAWAY): attach on a new connection, which the load
             // balancer sends elsewhere; that replica splices to the session.

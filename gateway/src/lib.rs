@@ -211,6 +211,11 @@ pub async fn start(options: GatewayOptions, stores: Stores) -> Result<RunningGat
     .max_encoding_message_size(MAX_MESSAGE_SIZE);
     // gRPC services are mounted under their service paths, beside the JSON API.
     let router = api::router(shared.clone())
+        // The data path's streaming methods, framed by hand; tonic serves the rest.
+        .route_service(
+            "/postern.v1.AgentTunnel/Attach",
+            tunnel_service::attach_route(shared.clone()),
+        )
         .route_service(&format!("/{}/{{*rest}}", grpc_name(&tunnel)), tunnel)
         .route_service(&format!("/{}/{{*rest}}", grpc_name(&sessions)), sessions);
 
@@ -243,6 +248,10 @@ pub async fn start(options: GatewayOptions, stores: Stores) -> Result<RunningGat
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
         let router = axum::Router::new()
+            .route_service(
+                "/postern.v1.Peer/Splice",
+                peer::splice_route(shared.clone()),
+            )
             .route_service(&format!("/{}/{{*rest}}", grpc_name(&service)), service);
         servers.push(tokio::spawn(server::serve(
             listener,

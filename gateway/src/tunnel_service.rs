@@ -1,5 +1,6 @@
 //! `AgentTunnel`: agents' control streams and their per-session Attach streams.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -10,8 +11,10 @@ use postern_tunnel::proto::agent_tunnel_server::AgentTunnel;
 use postern_tunnel::proto::frame::Kind as FrameKind;
 use postern_tunnel::proto::gateway_message::Kind as GatewayKind;
 use postern_tunnel::proto::{AgentMessage, Close, Frame, GatewayMessage, GatewayWelcome};
+use postern_tunnel::wire;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span};
 
@@ -86,24 +89,58 @@ impl AgentTunnel for TunnelService {
         &self,
         request: Request<Streaming<Frame>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
-        let shared = &self.shared;
-        let agent = shared.authenticate_agent(request.metadata()).await?;
-        let session_id = shared.required_metadata(request.metadata(), SESSION_HEADER)?;
-        let Some(pending) = shared.pending.take(&session_id, &agent.name) else {
-            // Behind a load balancer the agent's stream may land on any replica.
-            let inbound =
-                splice_to_ingress(shared, &agent.name, &session_id, request.into_inner()).await?;
-            return Ok(Response::new(inbound));
-        };
-        shared.metrics.splice(SplicePath::Local);
-        let client = pending
-            .join(Attached {
-                inbound: Box::pin(request.into_inner()),
-                via: None,
-            })
-            .map_err(|refusal| shared.refuse(refusal))?;
-        Ok(Response::new(client))
+        let metadata = request.metadata().clone();
+        attach_frames(&self.shared, &metadata, Box::pin(request.into_inner()))
+            .await
+            .map(Response::new)
     }
+}
+
+/// `Attach` as the public port serves it: framed by hand (see
+/// `postern_tunnel::wire`), so payloads are not copied on the way through.
+pub fn attach_route(
+    shared: Arc<Shared>,
+) -> impl tower::Service<
+    http::Request<axum::body::Body>,
+    Response = http::Response<tonic::body::Body>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone
++ Send
++ Sync
++ 'static {
+    tower::service_fn(move |request: http::Request<axum::body::Body>| {
+        let shared = shared.clone();
+        async move {
+            let (parts, body) = request.into_parts();
+            let metadata = MetadataMap::from_headers(parts.headers);
+            let inbound: FrameResponse = Box::pin(wire::WireFrames::request(body));
+            let result = attach_frames(&shared, &metadata, inbound).await;
+            Ok(wire::server_response(
+                result.map(|frames| (MetadataMap::new(), frames)),
+            ))
+        }
+    })
+}
+
+/// Joins an agent's data stream to its session, here or on the session's
+/// ingress replica.
+async fn attach_frames(
+    shared: &Arc<Shared>,
+    metadata: &MetadataMap,
+    inbound: FrameResponse,
+) -> Result<FrameResponse, Status> {
+    let agent = shared.authenticate_agent(metadata).await?;
+    let session_id = shared.required_metadata(metadata, SESSION_HEADER)?;
+    let Some(pending) = shared.pending.take(&session_id, &agent.name) else {
+        // Behind a load balancer the agent's stream may land on any replica.
+        return Ok(splice_to_ingress(shared, &agent.name, &session_id, inbound).await?);
+    };
+    shared.metrics.splice(SplicePath::Local);
+    let client = pending
+        .join(Attached { inbound, via: None })
+        .map_err(|refusal| shared.refuse(refusal))?;
+    Ok(client)
 }
 
 /// Serves one control stream until the agent goes away or the replica stops.
@@ -199,7 +236,7 @@ async fn splice_to_ingress(
     shared: &Arc<Shared>,
     agent: &str,
     session_id: &str,
-    agent_inbound: Streaming<Frame>,
+    agent_inbound: FrameResponse,
 ) -> Result<FrameResponse, Refusal> {
     let not_waiting = || {
         shared.refuse(Refusal::new(

@@ -17,6 +17,7 @@ pub mod secret;
 pub mod signal;
 pub mod stream;
 pub mod tls;
+pub mod wire;
 
 /// Generated protobuf and gRPC types (`proto/postern/v1/tunnel.proto`).
 pub mod proto {

@@ -6,16 +6,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
+use tonic::Status;
 use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 use tonic::transport::Channel;
-use tonic::{Status, Streaming};
 
 use crate::Secret;
 use crate::auth::{CONNECTION_HEADER, is_retryable, set_bearer};
-use crate::frame::MAX_MESSAGE_SIZE;
 use crate::proto::Frame;
-use crate::proto::sessions_client::SessionsClient;
 use crate::stream::outgoing_channel;
+use crate::wire::{self, WireFrames};
+
+/// The method's path, as in the generated client.
+const OPEN_PATH: &str = "/postern.v1.Sessions/Open";
 
 /// How many times, and for how long, opening a session is tried when the
 /// gateway says a retry is safe (a replica draining in a rolling deploy).
@@ -30,7 +32,7 @@ pub type ChannelFactory = Arc<dyn Fn() -> Option<Channel> + Send + Sync>;
 /// metadata (which replicas carry it).
 pub struct OpenedSession {
     pub outgoing: mpsc::Sender<Frame>,
-    pub inbound: Streaming<Frame>,
+    pub inbound: WireFrames,
     pub metadata: MetadataMap,
 }
 
@@ -47,21 +49,15 @@ pub async fn open_session(
     let mut attempt = 0;
     loop {
         let (outgoing, body) = outgoing_channel();
-        let mut request = tonic::Request::new(body);
-        set_bearer(request.metadata_mut(), token)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        request
-            .metadata_mut()
-            .insert(CONNECTION_HEADER, connection.clone());
-        let mut client = SessionsClient::new(channel.clone())
-            .max_decoding_message_size(MAX_MESSAGE_SIZE)
-            .max_encoding_message_size(MAX_MESSAGE_SIZE);
-        match client.open(request).await {
-            Ok(response) => {
-                let metadata = response.metadata().clone();
+        let mut metadata = MetadataMap::new();
+        set_bearer(&mut metadata, token).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        metadata.insert(CONNECTION_HEADER, connection.clone());
+        // Framed by hand (see `wire`): payloads are not copied on the way.
+        match wire::call(channel.clone(), OPEN_PATH, metadata, body).await {
+            Ok((metadata, inbound)) => {
                 return Ok(OpenedSession {
                     outgoing,
-                    inbound: response.into_inner(),
+                    inbound,
                     metadata,
                 });
             }

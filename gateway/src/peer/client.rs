@@ -16,9 +16,13 @@ use postern_tunnel::http2::peer_channel;
 use postern_tunnel::peer::{AGENT_HEADER, PeerKey, TOKEN_LIFETIME};
 use postern_tunnel::proto::peer_client::PeerClient as GrpcPeerClient;
 use postern_tunnel::proto::{Frame, PeerSessionRejected, PeerSessionRequest};
-use tonic::metadata::AsciiMetadataValue;
+use postern_tunnel::wire::{self, WireFrames};
+use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 use tonic::transport::Channel;
-use tonic::{Request, Status, Streaming};
+use tonic::{Request, Status};
+
+/// `Peer.Splice`'s path, as in the generated client.
+const SPLICE_PATH: &str = "/postern.v1.Peer/Splice";
 
 /// Deadline of a control call (request or reject) to a peer.
 pub const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(2);
@@ -161,20 +165,24 @@ impl PeerClient {
         session_id: &str,
         agent: &str,
         outbound: S,
-    ) -> Result<Streaming<Frame>, Status>
+    ) -> Result<WireFrames, Status>
     where
         S: Stream<Item = Frame> + Send + 'static,
     {
-        let mut client = self.client(ingress)?;
-        let mut request = self.request(outbound);
+        let channel = self.channel(ingress)?;
+        let mut metadata = MetadataMap::new();
+        // As in `request`: a token that is not ASCII is refused by the peer.
+        let _ = set_bearer(&mut metadata, &self.token());
         for (name, value) in [(SESSION_HEADER, session_id), (AGENT_HEADER, agent)] {
             let value = AsciiMetadataValue::try_from(value)
                 .map_err(|_| Status::invalid_argument(format!("{name} is not ASCII")))?;
-            request.metadata_mut().insert(name, value);
+            metadata.insert(name, value);
         }
-        let call = client.splice(request);
+        // Framed by hand (see `postern_tunnel::wire`): payloads are not
+        // copied on the way through.
+        let call = wire::call(channel, SPLICE_PATH, metadata, outbound);
         match tokio::time::timeout(PEER_CALL_TIMEOUT, call).await {
-            Ok(result) => result.map(tonic::Response::into_inner),
+            Ok(result) => result.map(|(_, frames)| frames),
             Err(_) => Err(Status::deadline_exceeded(format!(
                 "replica {} did not take the splice within {} ms",
                 ingress.id,

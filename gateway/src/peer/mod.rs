@@ -6,7 +6,7 @@
 pub mod client;
 mod service;
 
-pub use service::PeerService;
+pub use service::{PeerService, splice_route};
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -333,13 +333,7 @@ pub async fn open_stream(
     ca_pem: &[u8],
     token: &Secret,
     connection: &str,
-) -> Result<
-    (
-        FrameStream<tonic::Streaming<postern_tunnel::proto::Frame>>,
-        SessionPath,
-    ),
-    String,
-> {
+) -> Result<(FrameStream<postern_tunnel::wire::WireFrames>, SessionPath), String> {
     let channel = postern_tunnel::http2::lazy_channel(url, Some(ca_pem)).unwrap();
     let opened = open_session(channel, None, token, &connection.parse().unwrap())
         .await

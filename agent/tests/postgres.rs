@@ -6,7 +6,7 @@
 mod support;
 
 use postern_testkit::postgres::Database;
-use support::{Engine, config_with_login, settings};
+use support::Engine;
 
 fn direct_psql(db: &Database, sql: &str) -> String {
     db.sql(sql)
@@ -16,13 +16,7 @@ fn direct_psql(db: &Database, sql: &str) -> String {
 async fn psql_works_as_the_agents_login_and_every_statement_is_audited() {
     let db = Database::create("agent_pg_basic");
     db.sql("create table items (id int primary key, name text); insert into items select g, 'item ' || g from generate_series(1, 500) g");
-    let engine = Engine::start(
-        db.addr(),
-        settings(""),
-        config_with_login("postgres", None),
-        "alice",
-    )
-    .await;
+    let engine = Engine::for_database(&db, "").await;
 
     // The person asked for user alice; the database sees the agent's login
     // and, in application_name, who is behind it.
@@ -101,13 +95,7 @@ async fn guardrails_refuse_with_42501_and_the_session_goes_on() {
     db.sql("create table accounts (id int, owner text); insert into accounts values (1, 'ann'), (2, 'bob')");
     let policy =
         r#"{"guardrails": {"deny_tables": ["secrets"], "deny_kinds": ["drop", "truncate"]}}"#;
-    let engine = Engine::start(
-        db.addr(),
-        settings(policy),
-        config_with_login("postgres", None),
-        "alice",
-    )
-    .await;
+    let engine = Engine::for_database(&db, policy).await;
     db.sql("create table secrets (v text); insert into secrets values ('s3')");
 
     // One session: every refusal leaves it usable.
@@ -181,13 +169,7 @@ async fn guardrails_refuse_with_42501_and_the_session_goes_on() {
 async fn read_only_is_enforced_by_the_parse_and_by_the_database() {
     let db = Database::create("agent_pg_ro");
     db.sql("create table t (v int); create function sneaky() returns int language sql as 'insert into t values (1) returning v'");
-    let engine = Engine::start(
-        db.addr(),
-        settings(r#"{"guardrails": {"read_only": true}}"#),
-        config_with_login("postgres", None),
-        "alice",
-    )
-    .await;
+    let engine = Engine::for_database(&db, r#"{"guardrails": {"read_only": true}}"#).await;
     for sql in [
         "insert into t values (1)",
         "with x as (delete from t returning *) select * from x",
@@ -220,13 +202,7 @@ async fn masking_by_column_and_by_detector_whatever_the_alias_or_protocol() {
          insert into users values (1, 'ann@example.com', '4111 1111 1111 1111', 'call +44 20 7946 0958', 5000)",
     );
     let policy = r#"{"masking": {"columns": [{"column": "users.email"}, {"column": "salary"}], "detectors": ["card_number", "phone"]}}"#;
-    let engine = Engine::start(
-        db.addr(),
-        settings(policy),
-        config_with_login("postgres", None),
-        "alice",
-    )
-    .await;
+    let engine = Engine::for_database(&db, policy).await;
     let (ok, out, err) = engine
         .psql(
             &db.name,
@@ -297,13 +273,7 @@ async fn every_value_detector_masks_what_it_finds_and_only_that() {
          (7, 'nothing to see: order 12345')",
     );
     let policy = r#"{"masking": {"detectors": ["email", "card_number", "phone", "us_ssn", "uk_nino", "fr_nir"]}}"#;
-    let engine = Engine::start(
-        db.addr(),
-        settings(policy),
-        config_with_login("postgres", None),
-        "alice",
-    )
-    .await;
+    let engine = Engine::for_database(&db, policy).await;
     let (ok, out, err) = engine
         .psql(&db.name, &["-c", "select body from notes order by id"])
         .await;
@@ -334,13 +304,7 @@ async fn every_value_detector_masks_what_it_finds_and_only_that() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_reaches_the_database_through_the_agents_own_key() {
     let db = Database::create("agent_pg_cancel");
-    let engine = Engine::start(
-        db.addr(),
-        settings(""),
-        config_with_login("postgres", None),
-        "alice",
-    )
-    .await;
+    let engine = Engine::for_database(&db, "").await;
     let client = engine.client(&db.name).await;
     let token = client.cancel_token();
     let started = std::time::Instant::now();

@@ -44,13 +44,7 @@ fn error_code(body: &bytes::Bytes) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_client_message_ends_only_its_session_with_08p01() {
     let db = Database::create("agent_pg_bad_client");
-    let engine = Engine::start(
-        db.addr(),
-        settings(""),
-        config_with_login("postgres", None),
-        "alice",
-    )
-    .await;
+    let engine = Engine::for_database(&db, "").await;
     let other = engine.client(&db.name).await;
 
     let mut socket = TcpStream::connect(("127.0.0.1", engine.port))

@@ -71,6 +71,21 @@ async fn psql(connect: &ConnectProcess, db: &str, args: &[&str]) -> String {
     out
 }
 
+/// tokio-postgres through `postern connect`, as user `someone`.
+async fn tokio_client(connect: &ConnectProcess, db: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=someone dbname={db}",
+            connect.port
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
 const PSYCOPG_SCRIPT: &str = r#"
 import json, sys
 import psycopg
@@ -250,16 +265,7 @@ async fn real_clients_work_through_layer_7_with_masking_and_audit() {
     assert_eq!(got["after"], "still usable");
 
     // tokio-postgres: binary results, masked as text would be.
-    let (client, connection) = tokio_postgres::connect(
-        &format!(
-            "host=127.0.0.1 port={} user=someone dbname={}",
-            connect.port, db.name
-        ),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
+    let client = tokio_client(&connect, &db.name).await;
     let row = client
         .query_one(
             "select id, max(email) from users where id > $1 group by id order by id limit 1",
@@ -321,16 +327,7 @@ async fn cancel_bad_input_and_refusals_through_the_tunnel() {
     let connect = postern_connect(&cluster, "pg").await;
 
     // Ctrl-C's CancelRequest takes its own session through the tunnel.
-    let (client, connection) = tokio_postgres::connect(
-        &format!(
-            "host=127.0.0.1 port={} user=someone dbname={}",
-            connect.port, db.name
-        ),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
+    let client = tokio_client(&connect, &db.name).await;
     let token = client.cancel_token();
     let sleeper = tokio::spawn(async move {
         let result = client.simple_query("select pg_sleep(60)").await;

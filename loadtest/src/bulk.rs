@@ -13,16 +13,17 @@ use tokio::net::TcpStream;
 use crate::stats::median;
 use crate::{procs, target};
 
+/// The three paths the baseline benchmarks compare (bulk, pgbench).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-enum Path3 {
+pub enum Path3 {
     Direct,
     SshL,
     Postern,
 }
 
 impl Path3 {
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Path3::Direct => "direct",
             Path3::SshL => "ssh -L",

@@ -11,6 +11,7 @@ use anyhow::{Context, bail, ensure};
 use serde::Serialize;
 use tokio::process::Command;
 
+use crate::bulk::Path3;
 use crate::procs;
 use crate::stats::median;
 
@@ -25,24 +26,6 @@ pub struct Options {
     pub kind: String,
     pub bin_dir: PathBuf,
     pub json: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-enum Path3 {
-    Direct,
-    SshL,
-    Postern,
-}
-
-impl Path3 {
-    fn label(self) -> &'static str {
-        match self {
-            Path3::Direct => "direct",
-            Path3::SshL => "ssh -L",
-            Path3::Postern => "postern",
-        }
-    }
 }
 
 #[derive(Debug, Serialize)]

@@ -38,6 +38,21 @@ pub fn settings(policy_json: &str) -> PostgresSession {
 }
 
 impl Engine {
+    /// The usual case: `db` on the shared server with `policy_json`, logged
+    /// in as `postgres`, for alice.
+    pub async fn for_database(
+        db: &postern_testkit::postgres::Database,
+        policy_json: &str,
+    ) -> Engine {
+        Engine::start(
+            db.addr(),
+            settings(policy_json),
+            config_with_login("postgres", None),
+            "alice",
+        )
+        .await
+    }
+
     /// Serves `target` as `person` with `settings`; the login comes from `config`.
     pub async fn start(
         target: String,

@@ -449,6 +449,9 @@ impl AuditSink for SqliteStore {
 
     /// One transaction (one commit) for the whole batch.
     async fn record_batch(&self, events: &[AuditEvent]) -> StoreResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
         let mut tx = self.pool.begin().await.map_err(backend)?;
         for e in events {
             insert_audit(e).execute(&mut *tx).await.map_err(backend)?;

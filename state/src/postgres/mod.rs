@@ -368,23 +368,39 @@ impl PolicyStore for PostgresStore {
     }
 }
 
+fn insert_audit(
+    e: &AuditEvent,
+) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(
+        "INSERT INTO audit_events (at_ms, actor, action, target, outcome, detail, session_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(e.at_ms)
+    .bind(&e.actor)
+    .bind(&e.action)
+    .bind(&e.target)
+    .bind(&e.outcome)
+    .bind(&e.detail)
+    .bind(&e.session_id)
+}
+
 #[async_trait]
 impl AuditSink for PostgresStore {
     async fn record(&self, e: &AuditEvent) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO audit_events (at_ms, actor, action, target, outcome, detail, session_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(e.at_ms)
-        .bind(&e.actor)
-        .bind(&e.action)
-        .bind(&e.target)
-        .bind(&e.outcome)
-        .bind(&e.detail)
-        .bind(&e.session_id)
-        .execute(&self.pool)
-        .await
-        .map_err(backend)?;
+        insert_audit(e).execute(&self.pool).await.map_err(backend)?;
+        Ok(())
+    }
+
+    /// One transaction (one commit) for the whole batch.
+    async fn record_batch(&self, events: &[AuditEvent]) -> StoreResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        for e in events {
+            insert_audit(e).execute(&mut *tx).await.map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)?;
         Ok(())
     }
 

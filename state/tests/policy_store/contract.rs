@@ -369,9 +369,12 @@ async fn audit_queries_filter_limit_and_order(store: &dyn Store) {
         event(5, "system", "sqlx.migrate", "", None),
         event(6, "bob", "session.open", "orders", Some("s4")),
     ];
-    for e in &events {
+    // One at a time, then the rest as one batch (as the gateway's writer does).
+    for e in &events[..3] {
         store.record(e).await.unwrap();
     }
+    store.record_batch(&events[3..]).await.unwrap();
+    store.record_batch(&[]).await.unwrap();
     // Everything round trips, newest first.
     let mut newest_first = events.to_vec();
     newest_first.reverse();

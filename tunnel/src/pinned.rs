@@ -40,23 +40,35 @@ pub fn ephemeral_identity() -> Result<(Identity, String), TlsError> {
 
 /// A client config that accepts exactly the certificate with `fingerprint`.
 pub fn pinned_client_config(fingerprint: &str) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-    let provider = provider();
-    let verifier = Arc::new(PinnedVerifier {
-        fingerprint: fingerprint.to_ascii_lowercase(),
-        provider: provider.clone(),
-    });
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
+    let mut config = config_with(Some(fingerprint.to_ascii_lowercase()))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
 }
 
+/// A client config that encrypts without authenticating the server (any
+/// certificate; the handshake signatures are still checked): libpq's
+/// `sslmode=prefer`/`require`, for the agent's database connections. No ALPN.
+pub fn unverified_client_config() -> Result<rustls::ClientConfig, TlsError> {
+    config_with(None)
+}
+
+fn config_with(fingerprint: Option<String>) -> Result<rustls::ClientConfig, TlsError> {
+    let provider = provider();
+    let verifier = Arc::new(PinnedVerifier {
+        fingerprint,
+        provider: provider.clone(),
+    });
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth())
+}
+
 #[derive(Debug)]
 struct PinnedVerifier {
-    fingerprint: String,
+    /// `None`: any certificate.
+    fingerprint: Option<String>,
     provider: Arc<CryptoProvider>,
 }
 
@@ -69,7 +81,11 @@ impl ServerCertVerifier for PinnedVerifier {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if fingerprint(end_entity) == self.fingerprint {
+        let accepted = self
+            .fingerprint
+            .as_ref()
+            .is_none_or(|pin| fingerprint(end_entity) == *pin);
+        if accepted {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::InvalidCertificate(
@@ -78,7 +94,7 @@ impl ServerCertVerifier for PinnedVerifier {
         }
     }
 
-    // The handshake signatures still prove the peer holds the pinned key.
+    // The handshake signatures still prove the peer holds the certificate's key.
     fn verify_tls12_signature(
         &self,
         message: &[u8],

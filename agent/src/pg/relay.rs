@@ -224,7 +224,9 @@ where
     }
 
     fn apply_actions(&mut self) {
-        for action in std::mem::take(&mut self.actions) {
+        // Taken and put back, so its capacity serves every batch.
+        let mut actions = std::mem::take(&mut self.actions);
+        for action in actions.drain(..) {
             match action {
                 Action::ToServer(bytes) => {
                     self.to_server_len += bytes.len();
@@ -257,6 +259,7 @@ where
                 }
             }
         }
+        self.actions = actions;
     }
 
     /// Writes what it can, then reads what it may; ready once anything moved.

@@ -74,6 +74,14 @@ impl ApiClient {
         self.call(Method::POST, path, Some(body)).await
     }
 
+    pub async fn put<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ApiError> {
+        self.call(Method::PUT, path, Some(body)).await
+    }
+
     pub async fn delete(&self, path: &str) -> Result<(), ApiError> {
         self.call::<(), serde_json::Value>(Method::DELETE, path, None)
             .await

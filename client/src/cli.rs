@@ -50,6 +50,9 @@ enum Command {
         /// Local address to listen on.
         #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
         bind: IpAddr,
+        /// Why you need access, for the approvers of a connection that needs approval.
+        #[arg(long, default_value = "")]
+        reason: String,
     },
     /// Manage connections (admin).
     #[command(subcommand)]
@@ -60,6 +63,12 @@ enum Command {
     /// Manage API tokens (admin).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage access rules (admin).
+    #[command(subcommand)]
+    Rule(crate::access::RuleCommand),
+    /// Just-in-time access: ask for, list, approve and deny reviews.
+    #[command(subcommand)]
+    Review(crate::access::ReviewCommand),
     /// Recent sessions (admin).
     Sessions {
         #[arg(long, default_value_t = 20)]
@@ -102,6 +111,9 @@ enum TokenCommand {
         user: String,
         #[arg(long, default_value = "user")]
         role: String,
+        /// A group the holder belongs to, for access rules (repeatable).
+        #[arg(long = "group")]
+        groups: Vec<String>,
     },
     /// List tokens (never their values).
     Ls,
@@ -164,15 +176,35 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         }
         Command::Whoami => {
             let me: Value = client()?.get("/v1/whoami").await?;
+            let groups: Vec<&str> = me["groups"]
+                .as_array()
+                .map(|g| g.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
             println!(
-                "{} ({}) on {}",
+                "{} on {}\n  groups: {}\n  mfa: {}",
                 me["user"].as_str().unwrap_or("?"),
-                me["role"].as_str().unwrap_or("?"),
-                client()?.login().gateway_url
+                client()?.login().gateway_url,
+                if groups.is_empty() {
+                    "none".to_owned()
+                } else {
+                    groups.join(", ")
+                },
+                if me["mfa"].as_bool() == Some(true) {
+                    "yes"
+                } else {
+                    "no"
+                },
             );
         }
         Command::Ls => crate::connections::list(&client()?).await?,
-        Command::Connect { name, port, bind } => connect(name, SocketAddr::new(bind, port)).await?,
+        Command::Connect {
+            name,
+            port,
+            bind,
+            reason,
+        } => connect(name, SocketAddr::new(bind, port), &reason).await?,
+        Command::Rule(command) => crate::access::rules(&client()?, command).await?,
+        Command::Review(command) => crate::access::reviews(&client()?, command).await?,
         Command::Connection(command) => crate::connections::execute(&client()?, command).await?,
         Command::Agent(AgentCommand::Add { name }) => {
             let api = client()?;
@@ -203,9 +235,12 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 );
             }
         }
-        Command::Token(TokenCommand::Add { user, role }) => {
+        Command::Token(TokenCommand::Add { user, role, groups }) => {
             let created: Value = client()?
-                .post("/v1/tokens", &json!({ "user": user, "role": role }))
+                .post(
+                    "/v1/tokens",
+                    &json!({ "user": user, "role": role, "groups": groups }),
+                )
                 .await?;
             println!(
                 "Token for {user} ({role}), shown only now:\n\n  {}\n",
@@ -214,12 +249,17 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         }
         Command::Token(TokenCommand::Ls) => {
             let tokens: Vec<Value> = client()?.get("/v1/tokens").await?;
-            println!("{:<24} ROLE", "USER");
+            println!("{:<24} {:<8} GROUPS", "USER", "ROLE");
             for token in tokens {
+                let groups: Vec<&str> = token["groups"]
+                    .as_array()
+                    .map(|g| g.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
                 println!(
-                    "{:<24} {}",
+                    "{:<24} {:<8} {}",
                     token["user"].as_str().unwrap_or("?"),
-                    token["role"].as_str().unwrap_or("?")
+                    token["role"].as_str().unwrap_or("?"),
+                    groups.join(",")
                 );
             }
         }
@@ -280,8 +320,11 @@ async fn execute(command: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn connect(name: String, addr: SocketAddr) -> anyhow::Result<()> {
+async fn connect(name: String, addr: SocketAddr, reason: &str) -> anyhow::Result<()> {
     let api = client()?;
+    // Rules, MFA and approval first: a refusal names its rule or group here,
+    // and an approval is asked for and waited on before anything listens.
+    crate::access::ensure_access(&api, &name, reason).await?;
     // Check first, so a typo fails here rather than at the first client connection.
     let connections: Vec<ConnectionView> = api.get("/v1/connections").await?;
     let Some(connection) = connections.iter().find(|c| c.name == name) else {

@@ -46,6 +46,20 @@ pub enum ConnectionCommand {
     },
     /// Show one connection, with its Layer 7 settings.
     Show { name: String },
+    /// Set what a connection asks of people beyond a rule (replaces what
+    /// was set): MFA, and approval by a group for a time-boxed window.
+    Access {
+        name: String,
+        /// Only logins that proved MFA may open sessions.
+        #[arg(long)]
+        require_mfa: bool,
+        /// Sessions need an approval from a member of this group.
+        #[arg(long, value_name = "GROUP")]
+        approvers: Option<String>,
+        /// How long an approval lasts: seconds, or with s, m, h or d.
+        #[arg(long, default_value = "1h", value_parser = parse_window)]
+        window: u64,
+    },
     /// Remove a connection.
     Rm { name: String },
     /// List connections.
@@ -157,6 +171,38 @@ pub async fn execute(api: &ApiClient, command: ConnectionCommand) -> anyhow::Res
                 "Added connection {name} ({kind} → {target} via agent {agent}). Reach it with: postern connect {name}"
             );
         }
+        ConnectionCommand::Access {
+            name,
+            require_mfa,
+            approvers,
+            window,
+        } => {
+            let path = format!("/v1/connections/{name}/access");
+            let current: Value = api.get(&path).await?;
+            let approval =
+                approvers.map(|group| json!({ "approvers": group, "window_secs": window }));
+            let body = json!({
+                "require_mfa": require_mfa,
+                "approval": approval,
+                "version": current["version"].as_u64().unwrap_or(0),
+            });
+            api.put::<_, Value>(&path, &body).await?;
+            println!(
+                "{name}: MFA {}; {}.",
+                if require_mfa {
+                    "required"
+                } else {
+                    "not required"
+                },
+                match &approval {
+                    Some(a) => format!(
+                        "sessions need an approval from group {} (lasting {window} s)",
+                        a["approvers"].as_str().unwrap_or("?")
+                    ),
+                    None => "no approval needed".to_owned(),
+                }
+            );
+        }
         ConnectionCommand::Show { name } => {
             let c: ConnectionView = api.get(&format!("/v1/connections/{name}")).await?;
             print!("{}", show(&c));
@@ -239,6 +285,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn approval_windows_parse() {
+        for (text, secs) in [
+            ("90", 90),
+            ("90s", 90),
+            ("30m", 1800),
+            ("1h", 3600),
+            ("7d", 604_800),
+        ] {
+            assert_eq!(parse_window(text), Ok(secs), "{text}");
+        }
+        for bad in ["", "h", "1w", "-1", "1.5h", "99999999999999999999d"] {
+            assert!(parse_window(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn read_only_merges_into_the_policy_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("policy.json");
@@ -307,4 +369,25 @@ mod tests {
         assert!(client_hint(&c, addr).contains("ssh -p 5433"));
         assert!(!show(&c).contains("credential"));
     }
+}
+
+/// `90`, `90s`, `30m`, `1h`, `7d` as seconds.
+pub fn parse_window(text: &str) -> Result<u64, String> {
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((at, _)) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 90, 30m, 1h or 7d"))?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: the unit must be s, m, h or d")),
+    };
+    value
+        .checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too long"))
 }

@@ -2,6 +2,7 @@
 //! local listener that turns each accepted TCP connection into a session.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod api;
 pub mod cli;
 pub mod config;

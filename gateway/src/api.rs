@@ -9,6 +9,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use postern_state::{Agent, Connection, Role, UserToken, now_ms};
+
+use crate::access::decide::EVERYTHING;
+use crate::access::{Action, Principal, decide};
 use postern_tunnel::Secret;
 use postern_tunnel::auth::{BearerError, TokenKind, generate_token, hash_token, parse_bearer};
 use serde::{Deserialize, Serialize};
@@ -46,6 +49,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/tokens", get(list_tokens).post(create_token))
         .route("/v1/sessions", get(list_sessions))
         .route("/v1/audit", get(list_audit))
+        .merge(crate::api_policy::routes())
+        .merge(crate::reviews::routes())
         .fallback(not_found)
         .with_state(shared)
 }
@@ -99,14 +104,25 @@ fn bearer(headers: &HeaderMap) -> Result<Secret, BearerError> {
     parse_bearer(value.to_str().map_err(|_| BearerError::Malformed)?)
 }
 
-async fn user(shared: &Shared, headers: &HeaderMap) -> ApiResult<UserToken> {
-    shared.authenticate_user(bearer(headers)).await
+pub(crate) async fn user(shared: &Shared, headers: &HeaderMap) -> ApiResult<Principal> {
+    shared.authenticate(bearer(headers)).await
 }
 
-async fn admin(shared: &Shared, headers: &HeaderMap) -> ApiResult<UserToken> {
-    let user = user(shared, headers).await?;
-    shared.require_admin(&user)?;
-    Ok(user)
+/// A caller allowed `action` on `resource` (a connection, or [`EVERYTHING`]).
+pub(crate) async fn allowed(
+    shared: &Shared,
+    headers: &HeaderMap,
+    action: Action,
+    resource: &str,
+) -> ApiResult<Principal> {
+    let principal = user(shared, headers).await?;
+    shared.authorize(&principal, action, resource).await?;
+    Ok(principal)
+}
+
+/// Admin of everything: agents, tokens, rules.
+async fn admin(shared: &Shared, headers: &HeaderMap) -> ApiResult<Principal> {
+    allowed(shared, headers, Action::Admin, EVERYTHING).await
 }
 
 async fn whoami(
@@ -114,9 +130,13 @@ async fn whoami(
     headers: HeaderMap,
 ) -> ApiResult<Json<serde_json::Value>> {
     let user = user(&shared, &headers).await?;
-    Ok(Json(
-        json!({ "user": user.user, "role": user.role, "replica": shared.replica_id }),
-    ))
+    Ok(Json(json!({
+        "user": user.name,
+        "groups": user.groups,
+        "mfa": user.mfa,
+        "credential": user.credential,
+        "replica": shared.replica_id,
+    })))
 }
 
 #[derive(Serialize)]
@@ -130,11 +150,19 @@ async fn list_connections(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
 ) -> ApiResult<Json<Vec<ConnectionView>>> {
-    user(&shared, &headers).await?;
+    let principal = user(&shared, &headers).await?;
     let connections = shared.stored(shared.stores.policy.connections().await)?;
+    let snapshot = shared.policy_snapshot().await?;
+    // Only what the caller may reach (or administer).
+    let visible = |name: &str| {
+        [Action::Connect, Action::Admin]
+            .into_iter()
+            .any(|action| decide(&principal, action, name, &snapshot.rules).is_allowed())
+    };
     Ok(Json(
         connections
             .into_iter()
+            .filter(|connection| visible(&connection.name))
             .map(|connection| ConnectionView {
                 agent_connected: shared.agents.is_connected(&connection.agent),
                 connection,
@@ -148,7 +176,18 @@ async fn show_connection(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> ApiResult<Json<ConnectionView>> {
-    user(&shared, &headers).await?;
+    let principal = user(&shared, &headers).await?;
+    let snapshot = shared.policy_snapshot().await?;
+    if ![Action::Connect, Action::Admin]
+        .into_iter()
+        .any(|action| decide(&principal, action, &name, &snapshot.rules).is_allowed())
+    {
+        // The same answer as for a connection that does not exist: names are not leaked.
+        return Err(shared.refuse(Refusal::new(
+            ErrorKind::NotFound,
+            format!("connection {name:?} does not exist (see `postern ls`)"),
+        )));
+    }
     let connection = shared
         .stored(shared.stores.policy.connection(&name).await)?
         .ok_or_else(|| {
@@ -182,7 +221,7 @@ async fn create_connection(
     headers: HeaderMap,
     Json(new): Json<NewConnection>,
 ) -> ApiResult<(StatusCode, Json<Connection>)> {
-    let admin = admin(&shared, &headers).await?;
+    let admin = allowed(&shared, &headers, Action::Admin, &new.name).await?;
     validate_target(&new.target).map_err(|r| shared.refuse(r))?;
     let connection = new
         .validate(now_ms())
@@ -191,7 +230,7 @@ async fn create_connection(
     let detail = describe(&connection);
     shared
         .audit(
-            &admin.user,
+            &admin.name,
             "connection.create",
             &connection.name,
             "ok",
@@ -206,7 +245,7 @@ async fn delete_connection(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let admin = admin(&shared, &headers).await?;
+    let admin = allowed(&shared, &headers, Action::Admin, &name).await?;
     if !shared.stored(shared.stores.policy.delete_connection(&name).await)? {
         return Err(shared.refuse(Refusal::new(
             ErrorKind::NotFound,
@@ -214,7 +253,7 @@ async fn delete_connection(
         )));
     }
     shared
-        .audit(&admin.user, "connection.delete", &name, "ok", String::new())
+        .audit(&admin.name, "connection.delete", &name, "ok", String::new())
         .await;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -263,7 +302,7 @@ async fn create_agent(
     shared.stored(shared.stores.policy.create_agent(&agent).await)?;
     shared
         .audit(
-            &admin.user,
+            &admin.name,
             "agent.create",
             &agent.name,
             "ok",
@@ -290,7 +329,7 @@ async fn delete_agent(
         )));
     }
     shared
-        .audit(&admin.user, "agent.delete", &name, "ok", String::new())
+        .audit(&admin.name, "agent.delete", &name, "ok", String::new())
         .await;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -310,6 +349,9 @@ struct NewToken {
     user: String,
     #[serde(default = "default_role")]
     role: Role,
+    /// Groups for access rules.
+    #[serde(default)]
+    groups: Vec<String>,
 }
 
 fn default_role() -> Role {
@@ -328,20 +370,27 @@ async fn create_token(
         token_hash: hash_token(token.expose()),
         role: new.role,
         created_at_ms: now_ms(),
+        groups: new.groups,
     };
     shared.stored(shared.stores.policy.create_user_token(&record).await)?;
     shared
         .audit(
-            &admin.user,
+            &admin.name,
             "token.create",
             &record.user,
             "ok",
-            format!("role={}", record.role.as_str()),
+            format!(
+                "role={} groups={}",
+                record.role.as_str(),
+                record.groups.join(",")
+            ),
         )
         .await;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "user": record.user, "role": record.role, "token": token.expose() })),
+        Json(
+            json!({ "user": record.user, "role": record.role, "groups": record.groups, "token": token.expose() }),
+        ),
     ))
 }
 
@@ -355,20 +404,23 @@ async fn list_sessions(
     headers: HeaderMap,
     Query(query): Query<Limit>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    admin(&shared, &headers).await?;
+    allowed(&shared, &headers, Action::AuditRead, EVERYTHING).await?;
     let limit = query.limit.unwrap_or(100).min(10_000);
     let sessions = shared.stored(shared.stores.policy.sessions(limit).await)?;
     Ok(Json(json!(sessions)))
 }
 
-/// `GET /v1/audit?user=&session=&connection=&action=&limit=`: each given
-/// filter must match; `action` is a prefix (`sql.` for statements).
+/// `GET /v1/audit?user=&session=&connection=&action=&since=&until=&limit=`:
+/// each given filter must match; `action` is a prefix (`sql.` for
+/// statements); `since` (inclusive) and `until` (exclusive) are Unix ms.
 #[derive(Deserialize)]
 struct AuditFilter {
     user: Option<String>,
     session: Option<String>,
     connection: Option<String>,
     action: Option<String>,
+    since: Option<i64>,
+    until: Option<i64>,
     limit: Option<u32>,
 }
 
@@ -377,12 +429,16 @@ async fn list_audit(
     headers: HeaderMap,
     Query(filter): Query<AuditFilter>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    admin(&shared, &headers).await?;
+    // Audit-read on one connection is enough for that connection's events.
+    let resource = filter.connection.as_deref().unwrap_or(EVERYTHING);
+    allowed(&shared, &headers, Action::AuditRead, resource).await?;
     let query = postern_state::AuditQuery {
         actor: filter.user,
         session_id: filter.session,
         target: filter.connection,
         action_prefix: filter.action,
+        since_ms: filter.since,
+        until_ms: filter.until,
         limit: filter.limit.unwrap_or(100).min(10_000),
     };
     let events = shared.stored(shared.stores.audit.events(&query).await)?;

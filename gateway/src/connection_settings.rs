@@ -163,7 +163,10 @@ pub fn validate_policy(policy: &serde_json::Value) -> Result<(), InvalidSetting>
 
 /// What the agent needs for a session on `connection`; `None` unless it is
 /// of kind postgres.
-pub fn postgres_session(connection: &Connection) -> Option<PostgresSession> {
+/// The agent's settings for one Postgres session; `read_only` (the person
+/// may connect but not exec) turns the read-only guardrail on whatever the
+/// connection's own policy says.
+pub fn postgres_session(connection: &Connection, read_only: bool) -> Option<PostgresSession> {
     (connection.kind == ConnectionKind::Postgres).then(|| PostgresSession {
         database: connection.database.clone().unwrap_or_default(),
         credential: connection.credential.clone().unwrap_or_default(),
@@ -171,12 +174,25 @@ pub fn postgres_session(connection: &Connection) -> Option<PostgresSession> {
             .tls
             .clone()
             .unwrap_or_else(|| DEFAULT_TLS.to_owned()),
-        policy_json: connection
-            .policy
-            .as_ref()
-            .map(|p| p.to_string())
-            .unwrap_or_default(),
+        policy_json: match (&connection.policy, read_only) {
+            (policy, true) => forced_read_only(policy.as_ref()).to_string(),
+            (Some(policy), false) => policy.to_string(),
+            (None, false) => String::new(),
+        },
     })
+}
+
+fn forced_read_only(policy: Option<&serde_json::Value>) -> serde_json::Value {
+    let mut policy = policy.cloned().unwrap_or_else(|| serde_json::json!({}));
+    if let Some(object) = policy.as_object_mut() {
+        let guardrails = object
+            .entry("guardrails")
+            .or_insert_with(|| serde_json::json!({}));
+        if let Some(guardrails) = guardrails.as_object_mut() {
+            guardrails.insert("read_only".into(), serde_json::Value::Bool(true));
+        }
+    }
+    policy
 }
 
 /// For the audit trail: what was set, never more than the references.
@@ -280,7 +296,7 @@ mod tests {
             json!({"guardrails": {"read_only": true}, "masking": {"detectors": ["email"]}});
         let c = new(json!({"credential": "file:orders", "tls": "verify-full", "database": "orders", "policy": policy}))
             .unwrap();
-        let session = postgres_session(&c).unwrap();
+        let session = postgres_session(&c, false).unwrap();
         assert_eq!(session.database, "orders");
         assert_eq!(session.credential, "file:orders");
         assert_eq!(session.tls, "verify-full");
@@ -295,8 +311,23 @@ mod tests {
                 "kind=postgres target=db:5432 agent=a1 database=orders credential=file:orders tls=verify-full policy={policy}"
             )
         );
+        // Connect without exec: read-only on top of the connection's policy.
+        let masking = json!({"masking": {"detectors": ["email"]}});
+        let c = new(json!({"credential": "env:ORDERS", "policy": masking})).unwrap();
+        let forced: serde_json::Value =
+            serde_json::from_str(&postgres_session(&c, true).unwrap().policy_json).unwrap();
+        assert_eq!(
+            forced,
+            json!({"guardrails": {"read_only": true}, "masking": {"detectors": ["email"]}})
+        );
+        let c = new(json!({"credential": "env:ORDERS"})).unwrap();
+        assert_eq!(postgres_session(&c, false).unwrap().policy_json, "");
+        assert_eq!(
+            postgres_session(&c, true).unwrap().policy_json,
+            r#"{"guardrails":{"read_only":true}}"#
+        );
         let tcp = new(json!({"kind": "tcp"})).unwrap();
-        assert_eq!(postgres_session(&tcp), None);
+        assert_eq!(postgres_session(&tcp, true), None);
         assert_eq!(describe(&tcp), "kind=tcp target=db:5432 agent=a1");
     }
 

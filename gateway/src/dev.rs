@@ -61,6 +61,7 @@ pub async fn start_dev(options: DevOptions) -> anyhow::Result<DevGateway> {
                 token_hash: hash_token(admin_token.expose()),
                 role: Role::Admin,
                 created_at_ms: now_ms(),
+                groups: Vec::new(),
             })
             .await?;
     }

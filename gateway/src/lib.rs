@@ -2,8 +2,11 @@
 //! authenticates people, and splices their sessions to the agents.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod api;
+pub mod api_policy;
 pub mod audit_writer;
+pub mod authz;
 pub mod config;
 pub mod connection_settings;
 pub mod dev;
@@ -13,6 +16,7 @@ pub mod peer;
 pub mod refusal;
 pub mod registry;
 pub mod relay;
+pub mod reviews;
 pub mod routing;
 mod server;
 pub mod session;

@@ -98,6 +98,7 @@ async fn run(env: &Env) -> anyhow::Result<()> {
                     token_hash: hash,
                     role: Role::Admin,
                     created_at_ms: now_ms(),
+                    groups: Vec::new(),
                 })
                 .await?;
             tracing::info!("bootstrap admin token registered");

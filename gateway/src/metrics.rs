@@ -42,6 +42,12 @@ pub enum ErrorKind {
     PeerUnavailable,
     /// An audit event could not be written.
     AuditUnavailable,
+    /// The connection requires MFA and the login did not prove it.
+    MfaRequired,
+    /// The connection requires an approval the person does not have yet.
+    ApprovalRequired,
+    /// A compare-and-set write lost to another one.
+    Conflict,
 }
 
 impl ErrorKind {
@@ -61,6 +67,9 @@ impl ErrorKind {
             ErrorKind::PeerUnauthenticated => "peer_unauthenticated",
             ErrorKind::PeerUnavailable => "peer_unavailable",
             ErrorKind::AuditUnavailable => "audit_unavailable",
+            ErrorKind::MfaRequired => "mfa_required",
+            ErrorKind::ApprovalRequired => "approval_required",
+            ErrorKind::Conflict => "conflict",
         }
     }
 }
@@ -123,6 +132,7 @@ pub struct Metrics {
     relay_messages: Family<DirectionLabels, Counter>,
     relay_resets: Family<ReasonLabels, Counter>,
     statements: Family<OutcomeLabels, Counter>,
+    webhook_deliveries: Family<ResultLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -219,6 +229,12 @@ impl Metrics {
             "Relayed session legs ended abnormally, by reason",
             relay_resets.clone(),
         );
+        let webhook_deliveries = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "review_webhook_deliveries",
+            "Review notifications posted to the webhook, by result (ok, failed after retries)",
+            webhook_deliveries.clone(),
+        );
         let statements = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "statements",
@@ -250,7 +266,14 @@ impl Metrics {
             relay_messages,
             relay_resets,
             statements,
+            webhook_deliveries,
         }
+    }
+
+    pub fn webhook_delivery(&self, result: &'static str) {
+        self.webhook_deliveries
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     pub fn statement(&self, outcome: &str) {

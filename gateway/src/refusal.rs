@@ -36,13 +36,18 @@ impl Refusal {
             ErrorKind::AttachTimeout => Code::DeadlineExceeded,
             ErrorKind::StreamError => Code::Aborted,
             ErrorKind::AuditUnavailable => Code::Unavailable,
+            ErrorKind::MfaRequired | ErrorKind::ApprovalRequired => Code::FailedPrecondition,
+            ErrorKind::Conflict => Code::Aborted,
         }
     }
 
     pub fn http_status(&self) -> StatusCode {
         match self.kind {
             ErrorKind::Unauthenticated | ErrorKind::PeerUnauthenticated => StatusCode::UNAUTHORIZED,
-            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::Forbidden | ErrorKind::MfaRequired | ErrorKind::ApprovalRequired => {
+                StatusCode::FORBIDDEN
+            }
+            ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::AttachTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -95,6 +100,7 @@ impl From<StoreError> for Refusal {
             StoreError::AlreadyExists { .. } | StoreError::Invalid { .. } => {
                 Refusal::new(ErrorKind::BadRequest, err.to_string())
             }
+            StoreError::Conflict { .. } => Refusal::new(ErrorKind::Conflict, err.to_string()),
             StoreError::Unavailable(_) | StoreError::Backend(_) => {
                 tracing::error!(error = %err, "policy store failure");
                 Refusal::new(
@@ -158,6 +164,19 @@ mod tests {
             ),
             (ErrorKind::Draining, Code::Unavailable, 503, "draining"),
             (ErrorKind::StreamError, Code::Aborted, 503, "stream_error"),
+            (
+                ErrorKind::MfaRequired,
+                Code::FailedPrecondition,
+                403,
+                "mfa_required",
+            ),
+            (
+                ErrorKind::ApprovalRequired,
+                Code::FailedPrecondition,
+                403,
+                "approval_required",
+            ),
+            (ErrorKind::Conflict, Code::Aborted, 409, "conflict"),
         ];
         for (kind, code, http, name) in cases {
             let refusal = Refusal::new(kind, "x");

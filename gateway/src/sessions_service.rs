@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use postern_state::{SessionRecord, UserToken, now_ms};
+use postern_state::{SessionRecord, now_ms};
+
+use crate::access::Principal;
 use postern_tunnel::auth::{CONNECTION_HEADER, bearer_token};
 use postern_tunnel::proto::gateway_message::Kind as GatewayKind;
 use postern_tunnel::proto::sessions_server::Sessions;
@@ -34,11 +36,11 @@ impl Sessions for SessionsService {
     ) -> Result<Response<Self::OpenStream>, Status> {
         let shared = &self.shared;
         let user = shared
-            .authenticate_user(bearer_token(request.metadata()))
+            .authenticate(bearer_token(request.metadata()))
             .await?;
         let connection = shared.required_metadata(request.metadata(), CONNECTION_HEADER)?;
         let session_id = uuid::Uuid::new_v4().to_string();
-        let span = info_span!("session", session_id = %session_id, user = %user.user, connection = %connection);
+        let span = info_span!("session", session_id = %session_id, user = %user.name, connection = %connection);
         open_session(
             shared.clone(),
             user,
@@ -57,7 +59,7 @@ impl Sessions for SessionsService {
 
 async fn open_session(
     shared: Arc<Shared>,
-    user: UserToken,
+    user: Principal,
     connection_name: String,
     session_id: String,
     client_inbound: Streaming<Frame>,
@@ -77,12 +79,13 @@ async fn open_session(
                 format!("connection {connection_name:?} does not exist (see `postern ls`)"),
             ))
         })?;
+    let access = shared.authorize_session(&user, &connection).await?;
     let tracker = Arc::new(SessionTracker::new(
         session_id.clone(),
         shared.metrics.clone(),
         shared.stores.policy.clone(),
         StatementRecorder::new(
-            user.user.clone(),
+            user.name.clone(),
             connection.name.clone(),
             shared.audit_writer.clone(),
         ),
@@ -126,9 +129,9 @@ async fn open_session(
         connection: connection.name.clone(),
         kind: connection.kind.as_str().to_owned(),
         target: connection.target.clone(),
-        user: user.user.clone(),
+        user: user.name.clone(),
         ingress_replica: shared.replica_id.clone(),
-        postgres: crate::connection_settings::postgres_session(&connection),
+        postgres: crate::connection_settings::postgres_session(&connection, access.read_only),
     };
     let sent: Result<Option<String>, Refusal> = match &local_link {
         Some(link) => {
@@ -206,7 +209,7 @@ async fn open_session(
 
     let record = SessionRecord {
         id: session_id.clone(),
-        user: user.user.clone(),
+        user: user.name.clone(),
         connection: connection.name.clone(),
         agent: connection.agent.clone(),
         replica: shared.replica_id.clone(),
@@ -218,6 +221,15 @@ async fn open_session(
     };
     // No record, no session: access that cannot be accounted for is refused.
     shared.stored(shared.stores.policy.record_session_start(&record).await)?;
+    shared
+        .audit_session(
+            &user.name,
+            &connection.name,
+            &session_id,
+            "ok",
+            access.describe(),
+        )
+        .await;
     tracker.start();
     shared
         .metrics

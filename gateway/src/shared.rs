@@ -4,10 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use postern_state::{
-    Agent, AuditEvent, AuditSink, PolicyStore, Role, RouteStore, UserToken, now_ms,
-};
-use postern_tunnel::Secret;
+use postern_state::{Agent, AuditEvent, AuditSink, PolicyStore, RouteStore, now_ms};
 use postern_tunnel::auth::{BearerError, bearer_token, hash_token};
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataMap;
@@ -17,6 +14,7 @@ use crate::metrics::{ErrorKind, Metrics};
 use crate::peer::Interconnect;
 use crate::refusal::Refusal;
 use crate::registry::{AgentRegistry, ForwardedSessions, PendingSessions};
+use crate::reviews::webhook::Webhook;
 use crate::routing::ClusterView;
 
 #[derive(Debug, Clone)]
@@ -34,6 +32,8 @@ pub struct Settings {
     pub replica_ttl: Duration,
     /// How long an agent route lives without a refresh (refreshed at a third of it).
     pub agent_route_ttl: Duration,
+    /// Where review notifications are posted (a secret: Slack's URLs are).
+    pub review_webhook: Option<postern_tunnel::Secret>,
 }
 
 impl Default for Settings {
@@ -45,6 +45,7 @@ impl Default for Settings {
             heartbeat_interval: Duration::from_secs(1),
             replica_ttl: Duration::from_secs(4),
             agent_route_ttl: Duration::from_secs(30),
+            review_webhook: None,
         }
     }
 }
@@ -70,6 +71,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Statement audit, batched (see `audit_writer`).
     pub audit_writer: AuditWriter,
+    /// Review notifications to approvers.
+    pub webhook: Webhook,
     pub settings: Settings,
     draining: AtomicBool,
     /// Cancelled when the replica stops: agent control loops end.
@@ -84,7 +87,21 @@ impl Shared {
         peers: Option<Interconnect>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let webhook = settings
+            .review_webhook
+            .as_ref()
+            .and_then(|url| reqwest::Url::parse(url.expose()).ok())
+            .map(|url| Webhook::new(Some(url), metrics.clone()));
+        let webhook = match webhook {
+            Some(Ok(webhook)) => webhook,
+            Some(Err(error)) => {
+                tracing::error!(%error, "review notifications are off");
+                Webhook::disabled(metrics.clone())
+            }
+            None => Webhook::disabled(metrics.clone()),
+        };
         Self {
+            webhook,
             audit_writer: AuditWriter::start(stores.audit.clone(), metrics.clone()),
             replica_id,
             stores,
@@ -177,37 +194,6 @@ impl Shared {
         }
     }
 
-    pub async fn authenticate_user(
-        &self,
-        token: Result<Secret, BearerError>,
-    ) -> Result<UserToken, Refusal> {
-        let token = token.map_err(|e| self.refuse(bearer_refusal(e, "user")))?;
-        match self
-            .stores
-            .policy
-            .user_by_token_hash(&hash_token(token.expose()))
-            .await
-        {
-            Ok(Some(user)) => Ok(user),
-            Ok(None) => Err(self.refuse(Refusal::new(
-                ErrorKind::Unauthenticated,
-                "unknown or revoked token: run `postern login` again",
-            ))),
-            Err(e) => Err(self.refuse(e.into())),
-        }
-    }
-
-    pub fn require_admin(&self, user: &UserToken) -> Result<(), Refusal> {
-        if user.role == Role::Admin {
-            Ok(())
-        } else {
-            Err(self.refuse(Refusal::new(
-                ErrorKind::Forbidden,
-                format!("{} is not an admin: this needs an admin token", user.user),
-            )))
-        }
-    }
-
     /// Writes an audit event; a failure is logged, never silently dropped.
     pub async fn audit(
         &self,
@@ -232,10 +218,9 @@ impl Shared {
     }
 }
 
-fn bearer_refusal(err: BearerError, who: &str) -> Refusal {
-    let hint = match who {
-        "agent" => "set POSTERN_AGENT_TOKEN",
-        _ => "run `postern login`",
-    };
-    Refusal::new(ErrorKind::Unauthenticated, format!("{err}; {hint}"))
+fn bearer_refusal(err: BearerError, _who: &str) -> Refusal {
+    Refusal::new(
+        ErrorKind::Unauthenticated,
+        format!("{err}; set POSTERN_AGENT_TOKEN"),
+    )
 }

@@ -181,6 +181,7 @@ impl Admin {
                 token_hash: hash_token(token.expose()),
                 role: Role::Admin,
                 created_at_ms: now_ms(),
+                groups: Vec::new(),
             })
             .await
             .unwrap();

@@ -32,6 +32,16 @@ pub use model::*;
 pub enum StoreError {
     #[error("{kind} {name:?} already exists")]
     AlreadyExists { kind: &'static str, name: String },
+    /// A compare-and-set write lost: the document changed since it was read.
+    #[error(
+        "{kind} {key:?} changed meanwhile (version {actual}, expected {expected}): read it again"
+    )]
+    Conflict {
+        kind: String,
+        key: String,
+        expected: u64,
+        actual: u64,
+    },
     #[error("invalid {field}: {reason}")]
     Invalid { field: &'static str, reason: String },
     /// The backend cannot be reached right now (down, timed out, failing over);
@@ -124,6 +134,22 @@ pub trait PolicyStore: Send + Sync + 'static {
     async fn record_session_end(&self, end: &SessionEnd) -> StoreResult<()>;
     /// Most recent sessions first.
     async fn sessions(&self, limit: u32) -> StoreResult<Vec<SessionRecord>>;
+
+    async fn document(&self, kind: &str, key: &str) -> StoreResult<Option<Document>>;
+    /// Every document of `kind`, by key.
+    async fn documents(&self, kind: &str) -> StoreResult<Vec<Document>>;
+    /// Writes `body` if the stored version is `expected` (0: the document must
+    /// not exist yet) and returns the new version; [`StoreError::Conflict`]
+    /// when another write came first.
+    async fn put_document(
+        &self,
+        kind: &str,
+        key: &str,
+        body: &serde_json::Value,
+        expected: u64,
+    ) -> StoreResult<u64>;
+    /// Deletes the document if its version is `expected`; false if there was none.
+    async fn delete_document(&self, kind: &str, key: &str, expected: u64) -> StoreResult<bool>;
 }
 
 /// Append-only record of who did what.

@@ -128,6 +128,10 @@ pub struct UserToken {
     pub token_hash: String,
     pub role: Role,
     pub created_at_ms: i64,
+    /// Groups the token's holder belongs to, for access rules (automation has
+    /// no identity provider to say).
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,7 +183,54 @@ pub struct AuditQuery {
     pub target: Option<String>,
     /// `sql.` matches every statement event.
     pub action_prefix: Option<String>,
+    /// Only events at or after this time (Unix ms).
+    #[serde(default)]
+    pub since_ms: Option<i64>,
+    /// Only events before this time (Unix ms).
+    #[serde(default)]
+    pub until_ms: Option<i64>,
     pub limit: u32,
+}
+
+impl AuditQuery {
+    /// Whether an event at `at_ms` falls in the query's time range.
+    pub fn in_time_range(&self, at_ms: i64) -> bool {
+        self.since_ms.is_none_or(|since| at_ms >= since)
+            && self.until_ms.is_none_or(|until| at_ms < until)
+    }
+}
+
+/// A versioned JSON document of one `kind` under a `key`: policy objects that
+/// change by compare-and-set (access rules, connection access requirements,
+/// reviews and grants), so concurrent admins never overwrite each other.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Document {
+    pub kind: String,
+    pub key: String,
+    /// 1 for a new document, one more on every write.
+    pub version: u64,
+    pub body: serde_json::Value,
+    pub updated_at_ms: i64,
+}
+
+/// Document kinds and keys: short and printable, like names, but keys may be
+/// longer (review ids, `person/connection` grants).
+pub fn validate_document_key(field: &'static str, key: &str) -> Result<(), crate::StoreError> {
+    let ok = !key.is_empty()
+        && key.len() <= 200
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | '@' | ':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(crate::StoreError::Invalid {
+            field,
+            reason: format!(
+                "{key:?} must be 1-200 characters of letters, digits, '-', '_', '.', '/', '@' or ':'"
+            ),
+        })
+    }
 }
 
 /// Names of connections, agents and users: short, printable, no surprises in URLs.
@@ -203,6 +254,27 @@ pub fn validate_name(field: &'static str, name: &str) -> Result<(), crate::Store
             ),
         })
     }
+}
+
+/// Token groups as the SQL stores keep them: a JSON array of names.
+pub(crate) fn groups_to_json(groups: &[String]) -> Result<String, crate::StoreError> {
+    for group in groups {
+        validate_group(group)?;
+    }
+    Ok(serde_json::Value::from(groups.to_vec()).to_string())
+}
+
+pub(crate) fn groups_from_json(json: &str) -> Result<Vec<String>, crate::StoreError> {
+    serde_json::from_str(json).map_err(|e| crate::StoreError::Invalid {
+        field: "token groups",
+        reason: e.to_string(),
+    })
+}
+
+/// Group names come from identity providers too, so they may hold `/`, `:`
+/// and `@` (`org/team`, `okta:admins`), but never spaces or control characters.
+pub fn validate_group(group: &str) -> Result<(), crate::StoreError> {
+    validate_document_key("group", group)
 }
 
 pub fn now_ms() -> i64 {

@@ -67,6 +67,19 @@ ALTER TABLE connections ADD COLUMN credential TEXT;
 ALTER TABLE connections ADD COLUMN tls TEXT;
 ALTER TABLE connections ADD COLUMN policy_json TEXT;
 "#,
+    // Groups on API tokens; versioned policy documents; audit by time.
+    r#"
+ALTER TABLE user_tokens ADD COLUMN groups_json TEXT NOT NULL DEFAULT '[]';
+CREATE TABLE documents (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (kind, key)
+);
+CREATE INDEX audit_by_time ON audit_events (at_ms);
+"#,
 ];
 
 pub struct SqliteStore {
@@ -203,6 +216,7 @@ fn user_token_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<UserToken> 
         token_hash: row.get("token_hash"),
         role: parse_field("role", row.get::<&str, _>("role"))?,
         created_at_ms: row.get("created_at_ms"),
+        groups: crate::model::groups_from_json(row.get("groups_json"))?,
     })
 }
 
@@ -338,12 +352,13 @@ impl PolicyStore for SqliteStore {
     async fn create_user_token(&self, token: &UserToken) -> StoreResult<()> {
         validate_name("user name", &token.user)?;
         sqlx::query(
-            "INSERT INTO user_tokens (token_hash, user, role, created_at_ms) VALUES (?, ?, ?, ?)",
+            "INSERT INTO user_tokens (token_hash, user, role, created_at_ms, groups_json) VALUES (?, ?, ?, ?, ?)",
         )
         .bind(&token.token_hash)
         .bind(&token.user)
         .bind(token.role.as_str())
         .bind(token.created_at_ms)
+        .bind(crate::model::groups_to_json(&token.groups)?)
         .execute(&self.pool)
         .await
         .map_err(|e| {
@@ -423,6 +438,28 @@ impl PolicyStore for SqliteStore {
                 .collect(),
         )
     }
+
+    async fn document(&self, kind: &str, key: &str) -> StoreResult<Option<Document>> {
+        documents::get(&self.pool, kind, key).await
+    }
+
+    async fn documents(&self, kind: &str) -> StoreResult<Vec<Document>> {
+        documents::list(&self.pool, kind).await
+    }
+
+    async fn put_document(
+        &self,
+        kind: &str,
+        key: &str,
+        body: &serde_json::Value,
+        expected: u64,
+    ) -> StoreResult<u64> {
+        documents::put(&self.pool, kind, key, body, expected).await
+    }
+
+    async fn delete_document(&self, kind: &str, key: &str, expected: u64) -> StoreResult<bool> {
+        documents::delete(&self.pool, kind, key, expected).await
+    }
 }
 
 const INSERT_AUDIT: &str = "INSERT INTO audit_events (at_ms, actor, action, target, outcome, detail, session_id) VALUES (?, ?, ?, ?, ?, ?, ?)";
@@ -474,6 +511,7 @@ impl AuditSink for SqliteStore {
             "SELECT * FROM audit_events \
              WHERE (?1 IS NULL OR actor = ?1) AND (?2 IS NULL OR session_id = ?2) \
              AND (?3 IS NULL OR target = ?3) AND (?4 IS NULL OR action LIKE ?4 ESCAPE '\\') \
+             AND (?6 IS NULL OR at_ms >= ?6) AND (?7 IS NULL OR at_ms < ?7) \
              ORDER BY seq DESC LIMIT ?5",
         )
         .bind(&query.actor)
@@ -481,6 +519,8 @@ impl AuditSink for SqliteStore {
         .bind(&query.target)
         .bind(prefix)
         .bind(query.limit as i64)
+        .bind(query.since_ms)
+        .bind(query.until_ms)
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?
@@ -498,5 +538,6 @@ impl AuditSink for SqliteStore {
     }
 }
 
+mod documents;
 #[cfg(test)]
 mod tests;

@@ -80,10 +80,14 @@ impl Cluster {
                     token_hash: hash_token(token.expose()),
                     role,
                     created_at_ms: now_ms(),
+                    groups: vec!["testers".into()],
                 })
                 .await
                 .unwrap();
         }
+        postern_gateway::access::documents::replace_rule(&*store, &testers_rule())
+            .await
+            .unwrap();
         let agent_token = generate_token(TokenKind::Agent);
         store
             .create_agent(&Agent {
@@ -405,4 +409,16 @@ pub async fn raw_outcome(
         }
     }
     Ok(close)
+}
+
+/// Test users are in group `testers`, which may connect, exec and read the
+/// audit on every connection.
+fn testers_rule() -> postern_gateway::access::AccessRule {
+    use postern_gateway::access::{AccessRule, Action};
+    AccessRule::new(
+        "testers",
+        &["testers"],
+        &["*"],
+        &[Action::Connect, Action::Exec, Action::AuditRead],
+    )
 }

@@ -39,6 +39,7 @@ pub const VARS: &[&str] = &[
     "POSTERN_PEER_TLS_DISABLED",
     "POSTERN_PEER_CONNECTIONS",
     "POSTERN_PEER_TRANSPORT",
+    "POSTERN_REVIEW_WEBHOOK_URL",
 ];
 
 #[derive(Debug)]
@@ -74,7 +75,20 @@ pub fn settings_from_env(env: &Env) -> Result<Settings, ConfigError> {
             ),
         });
     }
+    // A Slack webhook URL is a credential: kept masked, checked here.
+    let review_webhook = env.secret("POSTERN_REVIEW_WEBHOOK_URL");
+    if let Some(url) = &review_webhook {
+        let valid = reqwest::Url::parse(url.expose())
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+        if !valid {
+            return Err(ConfigError {
+                var: "POSTERN_REVIEW_WEBHOOK_URL".into(),
+                message: "must be an http:// or https:// URL".into(),
+            });
+        }
+    }
     Ok(Settings {
+        review_webhook,
         keepalive_interval: env.millis(
             "POSTERN_KEEPALIVE_INTERVAL_MS",
             defaults.keepalive_interval,

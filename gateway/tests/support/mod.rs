@@ -33,6 +33,7 @@ pub fn cluster_settings() -> Settings {
         heartbeat_interval: Duration::from_millis(200),
         replica_ttl: Duration::from_millis(1000),
         agent_route_ttl: Duration::from_secs(6),
+        ..Settings::default()
     }
 }
 
@@ -78,7 +79,11 @@ impl Replicas {
                 token_hash: hash_token(user_token.expose()),
                 role: Role::User,
                 created_at_ms: now_ms(),
+                groups: vec!["testers".into()],
             })
+            .await
+            .unwrap();
+        postern_gateway::access::documents::replace_rule(&*store, &testers_rule())
             .await
             .unwrap();
         let mut replicas = Self {
@@ -343,4 +348,16 @@ pub async fn open_stream(
         FrameStream::new(opened.inbound, opened.outgoing, None),
         path,
     ))
+}
+
+/// Test users are in group `testers`, which may connect, exec and read the
+/// audit on every connection.
+pub fn testers_rule() -> postern_gateway::access::AccessRule {
+    use postern_gateway::access::{AccessRule, Action};
+    AccessRule::new(
+        "testers",
+        &["testers"],
+        &["*"],
+        &[Action::Connect, Action::Exec, Action::AuditRead],
+    )
 }

@@ -66,7 +66,11 @@ impl ProcessCluster {
                 token_hash: hash_token(user_token.expose()),
                 role: Role::User,
                 created_at_ms: now_ms(),
+                groups: vec!["testers".into()],
             })
+            .await
+            .unwrap();
+        postern_gateway::access::documents::replace_rule(&*store, &super::testers_rule())
             .await
             .unwrap();
         let mut cluster = Self {

@@ -111,6 +111,23 @@ impl AuditSink for DynamoStore {
         } else {
             None
         };
+        // Sort keys start with the time: a time range narrows the key itself.
+        let range = (q.since_ms.is_some() || q.until_ms.is_some()).then(|| {
+            let from = time_key(q.since_ms.unwrap_or(0));
+            // Exclusive: `<until>#…` sorts after the bare `<until>`.
+            let to = q.until_ms.map_or_else(|| "~".to_owned(), time_key);
+            (from, to)
+        });
+        let with_range =
+            |query: QueryFluentBuilder, sort_attribute: &str, partition: String| match &range {
+                None => query.key_condition_expression(partition),
+                Some((from, to)) => query
+                    .key_condition_expression(format!(
+                        "{partition} AND {sort_attribute} BETWEEN :from AND :to"
+                    ))
+                    .expression_attribute_values(":from", s(from.clone()))
+                    .expression_attribute_values(":to", s(to.clone())),
+            };
         let rest = |skip: &str| -> Vec<(&str, &str, &Option<String>)> {
             [
                 ("session_id", ":session", &q.session_id),
@@ -128,18 +145,18 @@ impl AuditSink for DynamoStore {
                     "audit_actor" => "actor",
                     _ => "target",
                 };
-                let query = base()
-                    .index_name(index)
-                    .key_condition_expression(format!("{attribute} = :key"))
-                    .expression_attribute_values(":key", s(value.clone().unwrap_or_default()));
+                let query = with_range(
+                    base().index_name(index),
+                    "audit_ts",
+                    format!("{attribute} = :key"),
+                )
+                .expression_attribute_values(":key", s(value.clone().unwrap_or_default()));
                 let (query, filtered) = with_filters(query, &rest(skip), &q.action_prefix);
                 self.collect(query, filtered, limit).await?
             }
             None => {
                 let shards = (0..AUDIT_SHARDS).map(|shard| {
-                    let query = base()
-                        .consistent_read(true)
-                        .key_condition_expression("pk = :pk")
+                    let query = with_range(base().consistent_read(true), "sk", "pk = :pk".into())
                         .expression_attribute_values(":pk", s(audit_pk(shard)));
                     let (query, filtered) = with_filters(query, &rest(""), &q.action_prefix);
                     self.collect(query, filtered, limit)

@@ -154,6 +154,12 @@ pub(crate) fn user_token_item(token: &UserToken) -> Item {
     item.insert("user".into(), s(&token.user));
     item.insert("role".into(), s(token.role.as_str()));
     item.insert("created_at_ms".into(), n(token.created_at_ms));
+    if !token.groups.is_empty() {
+        item.insert(
+            "groups".into(),
+            s(serde_json::Value::from(token.groups.clone()).to_string()),
+        );
+    }
     item
 }
 
@@ -163,6 +169,10 @@ pub(crate) fn user_token_from(item: &Item) -> StoreResult<UserToken> {
         token_hash: get_s(item, "sk")?,
         role: parse("role", &get_s(item, "role")?)?,
         created_at_ms: get_n(item, "created_at_ms")?,
+        groups: get_opt_s(item, "groups")?
+            .map(|json| groups_from_json(&json))
+            .transpose()?
+            .unwrap_or_default(),
     })
 }
 

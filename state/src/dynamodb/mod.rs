@@ -10,8 +10,9 @@
 //! | connection | `connection` | name | `kind`, `target`, `agent`, `created_at_ms`, `database`?, `credential`?, `tls`?, `policy`? (JSON text), `version` |
 //! | agent | `agent` | name | `token_hash`, `created_at_ms`, `version` |
 //! | agent token | `agent_token#<sha256>` | `-` | `name`, `created_at_ms` (the agent it authenticates) |
-//! | user token | `user_token` | sha256 | `user`, `role`, `created_at_ms` |
+//! | user token | `user_token` | sha256 | `user`, `role`, `created_at_ms`, `groups`? (JSON text) |
 //! | session | `session#<id>` | `-` | the record's fields; `session_list` = `session`, `session_start` = `<started_at_ms, 20 digits>#<id>` |
+//! | document | `doc#<kind>` | key | `version`, `body` (JSON text), `updated_at_ms` |
 //! | audit event | `audit#<shard 0-7>` | `<at_ms, 20 digits>#<writer>#<counter>` | the event's fields; `audit_ts` = sk, `audit_actor`, `audit_target`, `audit_session`? |
 //!
 //! Global secondary indexes (projection ALL; sparse: only items with the key):
@@ -30,7 +31,10 @@
 //!   creates of one name exactly one wins, the others get `AlreadyExists`. An
 //!   agent and its token item are written and deleted in one transaction, so
 //!   neither a name nor a token hash is ever held twice. `version` starts at 1;
-//!   an update must write `version + 1` on the condition `version = <read>`.
+//!   an update must write `version + 1` on the condition `version = <read>`;
+//!   documents are written exactly that way, so of concurrent updates of one
+//!   document exactly one wins and the others get `Conflict`.
+//! - Audit reads by time narrow the sort key (`<at_ms>#…`) with `BETWEEN`.
 //! - Audit writes spread over 8 partitions (`audit#0`..`audit#7`); an
 //!   unfiltered read queries all 8 newest first and merges. Filtered reads use
 //!   the most selective index (session, then actor, then target) and filter the
@@ -42,6 +46,7 @@
 
 mod audit;
 mod client;
+mod documents;
 mod items;
 mod policy;
 mod table;

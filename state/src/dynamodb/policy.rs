@@ -243,6 +243,9 @@ impl PolicyStore for DynamoStore {
 
     async fn create_user_token(&self, token: &UserToken) -> StoreResult<()> {
         validate_name("user name", &token.user)?;
+        for group in &token.groups {
+            validate_group(group)?;
+        }
         self.put_new(user_token_item(token), "token", &token.user)
             .await
     }
@@ -334,5 +337,27 @@ impl PolicyStore for DynamoStore {
         }
         sessions.truncate(limit as usize);
         Ok(sessions)
+    }
+
+    async fn document(&self, kind: &str, key: &str) -> StoreResult<Option<Document>> {
+        self.get_document(kind, key).await
+    }
+
+    async fn documents(&self, kind: &str) -> StoreResult<Vec<Document>> {
+        self.list_documents(kind).await
+    }
+
+    async fn put_document(
+        &self,
+        kind: &str,
+        key: &str,
+        body: &serde_json::Value,
+        expected: u64,
+    ) -> StoreResult<u64> {
+        self.put_document_item(kind, key, body, expected).await
+    }
+
+    async fn delete_document(&self, kind: &str, key: &str, expected: u64) -> StoreResult<bool> {
+        self.delete_document_item(kind, key, expected).await
     }
 }

@@ -5,6 +5,7 @@
 //! (TLS through rustls when `sslmode` asks for it). The URL may hold a
 //! password: it is never logged, and the store keeps no copy of it.
 
+mod documents;
 mod schema;
 
 use std::str::FromStr;
@@ -160,6 +161,7 @@ fn user_token_from_row(row: &PgRow) -> StoreResult<UserToken> {
         token_hash: row.get("token_hash"),
         role: parse_field("role", row.get::<&str, _>("role"))?,
         created_at_ms: row.get("created_at_ms"),
+        groups: groups_from_json(row.get("groups_json"))?,
     })
 }
 
@@ -287,12 +289,14 @@ impl PolicyStore for PostgresStore {
     async fn create_user_token(&self, token: &UserToken) -> StoreResult<()> {
         validate_name("user name", &token.user)?;
         sqlx::query(
-            "INSERT INTO user_tokens (token_hash, user_name, role, created_at_ms) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO user_tokens (token_hash, user_name, role, created_at_ms, groups_json) \
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(&token.token_hash)
         .bind(&token.user)
         .bind(token.role.as_str())
         .bind(token.created_at_ms)
+        .bind(groups_to_json(&token.groups)?)
         .execute(&self.pool)
         .await
         .map_err(insert_error("token", &token.user))?;
@@ -366,6 +370,28 @@ impl PolicyStore for PostgresStore {
                 .collect(),
         )
     }
+
+    async fn document(&self, kind: &str, key: &str) -> StoreResult<Option<Document>> {
+        documents::get(&self.pool, kind, key).await
+    }
+
+    async fn documents(&self, kind: &str) -> StoreResult<Vec<Document>> {
+        documents::list(&self.pool, kind).await
+    }
+
+    async fn put_document(
+        &self,
+        kind: &str,
+        key: &str,
+        body: &serde_json::Value,
+        expected: u64,
+    ) -> StoreResult<u64> {
+        documents::put(&self.pool, kind, key, body, expected).await
+    }
+
+    async fn delete_document(&self, kind: &str, key: &str, expected: u64) -> StoreResult<bool> {
+        documents::delete(&self.pool, kind, key, expected).await
+    }
 }
 
 fn insert_audit(
@@ -412,6 +438,7 @@ impl AuditSink for PostgresStore {
              WHERE ($1::text IS NULL OR actor = $1) AND ($2::text IS NULL OR session_id = $2) \
              AND ($3::text IS NULL OR target = $3) \
              AND ($4::text IS NULL OR left(action, length($4)) = $4) \
+             AND ($6::bigint IS NULL OR at_ms >= $6) AND ($7::bigint IS NULL OR at_ms < $7) \
              ORDER BY seq DESC LIMIT $5",
         )
         .bind(&query.actor)
@@ -419,6 +446,8 @@ impl AuditSink for PostgresStore {
         .bind(&query.target)
         .bind(&query.action_prefix)
         .bind(i64::from(query.limit))
+        .bind(query.since_ms)
+        .bind(query.until_ms)
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?

@@ -13,7 +13,8 @@ use crate::StoreResult;
 /// The advisory lock key: "postern" as ASCII, so it stays clear of other users'.
 pub(super) const MIGRATION_LOCK: i64 = 0x0070_6f73_7465_726e;
 
-pub(super) const MIGRATIONS: &[&str] = &[r#"
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE connections (
     name TEXT PRIMARY KEY,
     kind TEXT NOT NULL,
@@ -62,7 +63,21 @@ CREATE TABLE audit_events (
 CREATE INDEX audit_by_session ON audit_events (session_id, seq);
 CREATE INDEX audit_by_actor ON audit_events (actor, seq);
 CREATE INDEX audit_by_target ON audit_events (target, seq);
-"#];
+"#,
+    // Groups on API tokens; versioned policy documents; audit by time.
+    r#"
+ALTER TABLE user_tokens ADD COLUMN groups_json TEXT NOT NULL DEFAULT '[]';
+CREATE TABLE documents (
+    kind TEXT NOT NULL,
+    doc_key TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    body TEXT NOT NULL,
+    updated_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (kind, doc_key)
+);
+CREATE INDEX audit_by_time ON audit_events (at_ms);
+"#,
+];
 
 /// Applies the migrations this database has not seen yet; returns the schema
 /// version it is at afterwards.

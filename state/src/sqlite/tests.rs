@@ -146,6 +146,7 @@ async fn agents_and_tokens_are_found_by_hash_only() {
         token_hash: "u1".into(),
         role: Role::Admin,
         created_at_ms: 2,
+        groups: vec!["ops".into()],
     };
     store.create_user_token(&token).await.unwrap();
     assert_eq!(store.user_by_token_hash("u1").await.unwrap(), Some(token));

@@ -104,6 +104,7 @@ async fn creates_of_one_agent_and_token_have_one_winner(store: Shared) {
             token_hash: "f".repeat(64),
             role: Role::User,
             created_at_ms: i as i64,
+            groups: Vec::new(),
         };
         store.create_user_token(&token).await
     })

@@ -24,6 +24,9 @@ pub async fn run_all(store: Shared) {
     sessions_start_end_and_list_newest_first(&*store).await;
     eprintln!("contract: audit");
     audit_queries_filter_limit_and_order(&*store).await;
+    eprintln!("contract: audit by time");
+    audit_queries_by_time(&*store).await;
+    super::documents::run_all(store.clone()).await;
     eprintln!("contract: concurrency");
     super::concurrency::run_all(store).await;
 }
@@ -197,13 +200,17 @@ fn token(user: &str, hash: &str, role: Role, at: i64) -> UserToken {
         token_hash: hash.into(),
         role,
         created_at_ms: at,
+        groups: Vec::new(),
     }
 }
 
 async fn user_tokens_are_found_by_hash_and_listed_by_user(store: &dyn Store) {
     let tokens = [
         token("bob", &"b0".repeat(32), Role::User, 30),
-        token("alice", &"a9".repeat(32), Role::User, 20),
+        UserToken {
+            groups: vec!["dba".into(), "okta:on-call".into(), "org/team@x".into()],
+            ..token("alice", &"a9".repeat(32), Role::User, 20)
+        },
         token("alice", &"a1".repeat(32), Role::Admin, 10),
     ];
     for t in &tokens {
@@ -260,6 +267,14 @@ async fn user_tokens_are_found_by_hash_and_listed_by_user(store: &dyn Store) {
             .user,
         "bob"
     );
+    let bad_group = UserToken {
+        groups: vec!["has space".into()],
+        ..token("dave", &"d0".repeat(32), Role::User, 1)
+    };
+    assert!(matches!(
+        store.create_user_token(&bad_group).await,
+        Err(StoreError::Invalid { field: "group", .. })
+    ));
     let err = store
         .create_user_token(&token("a b", "ff", Role::User, 1))
         .await
@@ -395,6 +410,7 @@ async fn audit_queries_filter_limit_and_order(store: &dyn Store) {
         target: target.map(Into::into),
         action_prefix: prefix.map(Into::into),
         limit,
+        ..AuditQuery::default()
     };
     let cases: Vec<(AuditQuery, Vec<i64>)> = vec![
         (q(None, Some("s1"), None, None, 10), vec![3, 1]),
@@ -427,4 +443,69 @@ async fn audit_queries_filter_limit_and_order(store: &dyn Store) {
             .collect();
         assert_eq!(got, expected, "{query:?}");
     }
+}
+
+/// Time ranges: `since` inclusive, `until` exclusive, with the other filters.
+async fn audit_queries_by_time(store: &dyn Store) {
+    let base = 5_000_000;
+    let at = |n: i64, actor: &str, target: &str| AuditEvent {
+        at_ms: base + n * 1_000,
+        ..event(0, actor, "session.open", target, Some("time-s"))
+    };
+    let events = [
+        at(0, "tina", "orders"),
+        at(1, "tina", "billing"),
+        at(2, "uma", "orders"),
+        at(3, "tina", "orders"),
+    ];
+    store.record_batch(&events).await.unwrap();
+    let q = |actor: Option<&str>, target: Option<&str>, since: Option<i64>, until: Option<i64>| {
+        AuditQuery {
+            actor: actor.map(Into::into),
+            target: target.map(Into::into),
+            session_id: Some("time-s".into()),
+            since_ms: since.map(|n| base + n * 1_000),
+            until_ms: until.map(|n| base + n * 1_000),
+            limit: 100,
+            ..AuditQuery::default()
+        }
+    };
+    let cases: Vec<(AuditQuery, Vec<i64>)> = vec![
+        (q(None, None, None, None), vec![3, 2, 1, 0]),
+        (q(None, None, Some(1), None), vec![3, 2, 1]),
+        (q(None, None, None, Some(2)), vec![1, 0]),
+        (q(None, None, Some(1), Some(3)), vec![2, 1]),
+        (q(None, None, Some(2), Some(2)), vec![]),
+        (q(Some("tina"), None, Some(1), None), vec![3, 1]),
+        (q(None, Some("orders"), None, Some(3)), vec![2, 0]),
+        (
+            q(Some("tina"), Some("orders"), Some(0), Some(4)),
+            vec![3, 0],
+        ),
+    ];
+    for (query, expected) in cases {
+        let got: Vec<i64> = store
+            .events(&query)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.at_ms - base) / 1_000)
+            .collect();
+        assert_eq!(got, expected, "{query:?}");
+    }
+    // Without the session filter: the time range alone, across every shard.
+    let alone = AuditQuery {
+        since_ms: Some(base + 1_000),
+        until_ms: Some(base + 3_000),
+        limit: 100,
+        ..AuditQuery::default()
+    };
+    let got: Vec<i64> = store
+        .events(&alone)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.at_ms)
+        .collect();
+    assert_eq!(got, vec![base + 2_000, base + 1_000]);
 }

@@ -5,6 +5,7 @@
 
 mod concurrency;
 mod contract;
+mod documents;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

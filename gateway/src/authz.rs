@@ -1,0 +1,180 @@
+//! Who is calling, and may they: bearer tokens to a [`Principal`], and
+//! access decisions over the current policy snapshot, failing closed.
+
+use std::sync::Arc;
+
+use postern_state::{Role, now_ms};
+use postern_tunnel::Secret;
+use postern_tunnel::auth::{BearerError, hash_token};
+
+use crate::access::documents::load_snapshot;
+use crate::access::{Action, Credential, Decision, PolicySnapshot, Principal, decide};
+use crate::metrics::ErrorKind;
+use crate::refusal::Refusal;
+use crate::shared::Shared;
+
+impl Shared {
+    /// The person behind a bearer token: a Postern API key (looked up by its
+    /// hash) or, when OIDC is configured, a JWT from the issuer.
+    pub async fn authenticate(
+        &self,
+        token: Result<Secret, BearerError>,
+    ) -> Result<Principal, Refusal> {
+        let token = token.map_err(|e| {
+            self.refuse(Refusal::new(
+                ErrorKind::Unauthenticated,
+                format!("{e}; run `postern login`"),
+            ))
+        })?;
+        match self
+            .stores
+            .policy
+            .user_by_token_hash(&hash_token(token.expose()))
+            .await
+        {
+            Ok(Some(key)) => Ok(Principal {
+                name: key.user,
+                groups: key.groups,
+                // An API key is one factor, whatever its holder did to get it.
+                mfa: false,
+                credential: Credential::ApiKey {
+                    admin: key.role == Role::Admin,
+                },
+            }),
+            Ok(None) => Err(self.refuse(Refusal::new(
+                ErrorKind::Unauthenticated,
+                "unknown or revoked token: run `postern login` again",
+            ))),
+            Err(e) => Err(self.refuse(e.into())),
+        }
+    }
+
+    /// Access rules, connection requirements and grants as they are now.
+    pub async fn policy_snapshot(&self) -> Result<Arc<PolicySnapshot>, Refusal> {
+        load_snapshot(&*self.stores.policy, now_ms())
+            .await
+            .map(Arc::new)
+            .map_err(|e| self.refuse(e.into()))
+    }
+
+    /// Refuses (counted) unless `principal` may do `action` on `resource`;
+    /// returns what allowed it.
+    pub async fn authorize(
+        &self,
+        principal: &Principal,
+        action: Action,
+        resource: &str,
+    ) -> Result<String, Refusal> {
+        if principal.is_admin_key() {
+            return Ok("admin API key".into());
+        }
+        let snapshot = self.policy_snapshot().await?;
+        match decide(principal, action, resource, &snapshot.rules) {
+            Decision::Allow { by } => Ok(by),
+            Decision::Deny { reason } => {
+                Err(self.refuse(Refusal::new(ErrorKind::Forbidden, reason)))
+            }
+        }
+    }
+}
+
+/// What a session may do, as decided when it opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionAccess {
+    pub rule: String,
+    pub read_only: bool,
+    pub review_id: Option<String>,
+}
+
+impl SessionAccess {
+    /// For the audit trail.
+    pub fn describe(&self) -> String {
+        let mut detail = format!("rule={} read_only={}", self.rule, self.read_only);
+        if let Some(review) = &self.review_id {
+            detail.push_str(&format!(" review={review}"));
+        }
+        detail
+    }
+}
+
+impl Shared {
+    /// The rules, MFA and approval checks for a session, each refusal
+    /// audited and counted.
+    pub async fn authorize_session(
+        &self,
+        principal: &Principal,
+        connection: &postern_state::Connection,
+    ) -> Result<SessionAccess, Refusal> {
+        let snapshot = self.policy_snapshot().await?;
+        let decision = crate::access::decide_session(
+            principal,
+            &connection.name,
+            connection.kind,
+            &snapshot,
+            now_ms(),
+        );
+        let refusal = match decision {
+            crate::access::SessionDecision::Allow {
+                rule,
+                read_only,
+                review_id,
+            } => {
+                return Ok(SessionAccess {
+                    rule,
+                    read_only,
+                    review_id,
+                });
+            }
+            crate::access::SessionDecision::Deny { reason } => {
+                Refusal::new(ErrorKind::Forbidden, reason)
+            }
+            crate::access::SessionDecision::NeedsMfa { reason } => {
+                Refusal::new(ErrorKind::MfaRequired, reason)
+            }
+            crate::access::SessionDecision::NeedsApproval {
+                approvers,
+                window_secs,
+            } => Refusal::new(
+                ErrorKind::ApprovalRequired,
+                format!(
+                    "connection {:?} needs an approval from group {approvers} (it lasts {window_secs} s): \
+                     `postern connect {}` asks for one and waits",
+                    connection.name, connection.name
+                ),
+            ),
+        };
+        self.audit_session(
+            &principal.name,
+            &connection.name,
+            "",
+            "denied",
+            format!("{}: {}", refusal.code(), refusal.message),
+        )
+        .await;
+        Err(self.refuse(refusal))
+    }
+
+    /// `session.open` in the audit trail, by person and connection.
+    pub async fn audit_session(
+        &self,
+        person: &str,
+        connection: &str,
+        session_id: &str,
+        outcome: &str,
+        detail: String,
+    ) {
+        let event = postern_state::AuditEvent {
+            at_ms: now_ms(),
+            actor: person.to_owned(),
+            action: "session.open".into(),
+            target: connection.to_owned(),
+            outcome: outcome.to_owned(),
+            detail,
+            session_id: (!session_id.is_empty()).then(|| session_id.to_owned()),
+        };
+        if let Err(e) = self.stores.audit.record(&event).await {
+            tracing::error!(error = %e, ?event, "cannot write audit event");
+            self.metrics.error(ErrorKind::AuditUnavailable);
+        }
+    }
+}

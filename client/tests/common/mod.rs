@@ -55,6 +55,10 @@ impl Cluster {
     }
 
     pub async fn start_with_tls(tls: bool) -> Self {
+        Self::start_with(tls, test_settings()).await
+    }
+
+    pub async fn start_with(tls: bool, settings: Settings) -> Self {
         // POSTERN_TEST_LOG=info (or debug) shows the gateway's and agent's logs.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_env("POSTERN_TEST_LOG"))
@@ -108,7 +112,7 @@ impl Cluster {
             user_token,
             agent_token,
             agent: None,
-            settings: test_settings(),
+            settings,
             tls,
             identity_paths: (certs.cert_path(), certs.key_path()),
             dir,
@@ -233,6 +237,30 @@ impl Cluster {
         addr
     }
 
+    /// A person with an API key in `groups`; returns the key.
+    pub async fn add_person(&self, name: &str, groups: &[&str]) -> Secret {
+        let token = generate_token(TokenKind::User);
+        self.store
+            .create_user_token(&UserToken {
+                user: name.into(),
+                token_hash: hash_token(token.expose()),
+                role: Role::User,
+                created_at_ms: now_ms(),
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+            })
+            .await
+            .unwrap();
+        token
+    }
+
+    /// Environment for the real `postern` binary, logged in with `token`.
+    pub fn cli_env_as(&self, token: &Secret) -> Vec<(String, String)> {
+        let mut env = self.cli_env();
+        env.retain(|(name, _)| name != "POSTERN_TOKEN");
+        env.push(("POSTERN_TOKEN".into(), token.expose().into()));
+        env
+    }
+
     /// Environment for the real `postern` binary.
     pub fn cli_env(&self) -> Vec<(String, String)> {
         vec![
@@ -265,36 +293,74 @@ pub struct ConnectProcess {
 
 /// Runs the real `postern connect NAME --port 0` and waits for its address.
 pub async fn postern_connect(cluster: &Cluster, name: &str) -> ConnectProcess {
+    let (child, mut lines) = spawn_postern(
+        cluster.cli_env(),
+        &["connect", name, "--port", "0"],
+        std::process::Stdio::inherit(),
+    );
+    let first = lines
+        .recv()
+        .await
+        .expect("postern connect prints its address");
+    ConnectProcess {
+        child,
+        port: listening_port(&first),
+        lines,
+    }
+}
+
+/// The port in `postern connect`'s first line, `listening on ADDR`.
+pub fn listening_port(line: &str) -> u16 {
+    let addr: SocketAddr = line
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("expected `listening on ADDR`, got {line:?}"))
+        .parse()
+        .unwrap();
+    addr.port()
+}
+
+/// Runs the real `postern ARGS`, its stdout read line by line (a piped
+/// `stderr` is for `wait_with_output`).
+pub fn spawn_postern(
+    env: Vec<(String, String)>,
+    args: &[&str],
+    stderr: std::process::Stdio,
+) -> (
+    tokio::process::Child,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
     use tokio::io::AsyncBufReadExt;
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_postern"))
-        .args(["connect", name, "--port", "0"])
-        .envs(cluster.cli_env())
+        .args(args)
+        .envs(env)
         .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
         .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines
-        .next_line()
-        .await
-        .unwrap()
-        .expect("postern connect prints its address");
-    let addr: SocketAddr = first
-        .strip_prefix("listening on ")
-        .expect(&first)
-        .parse()
-        .unwrap();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Ok(Some(line)) = lines.next_line().await {
             let _ = tx.send(line);
         }
     });
-    ConnectProcess {
-        child,
-        port: addr.port(),
-        lines: rx,
-    }
+    (child, rx)
+}
+
+/// Runs `postern ARGS` to the end: (success, stdout, stderr).
+pub async fn run_postern(env: Vec<(String, String)>, args: &[&str]) -> (bool, String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_postern"))
+        .args(args)
+        .envs(env)
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
 }
 
 /// Postgres the tests run against: `POSTERN_TEST_PG_HOST`/`POSTERN_TEST_PG_PORT`

@@ -1,0 +1,436 @@
+//! Access rules, MFA and just-in-time reviews end to end: the real `postern`
+//! binary against an in-process gateway and agent.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use common::{
+    AGENT, Cluster, echo_once, echo_server, listening_port, raw_open, run_postern, spawn_postern,
+    test_settings, wait_for,
+};
+use postern_gateway::access::documents::replace_rule;
+use postern_gateway::access::{AccessRule, Action};
+use postern_state::{AuditQuery, AuditSink};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn audit(cluster: &Cluster, actor: &str, action: &str) -> Vec<postern_state::AuditEvent> {
+    cluster
+        .store
+        .events(&AuditQuery {
+            actor: Some(actor.into()),
+            action_prefix: Some(action.into()),
+            limit: 100,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_decide_who_reaches_what_and_denials_name_the_rule() {
+    let cluster = Cluster::start().await;
+    let echo = echo_server().await.to_string();
+    cluster.add_connection("staging-echo", &echo, AGENT).await;
+    cluster.add_connection("prod-echo", &echo, AGENT).await;
+    replace_rule(
+        &*cluster.store,
+        &AccessRule::new("devs-staging", &["dev"], &["staging-*"], &[Action::Connect]),
+    )
+    .await
+    .unwrap();
+    let dana = cluster.add_person("dana", &["dev"]).await;
+    let as_dana = || cluster.cli_env_as(&dana);
+
+    // Allowed by the rule: the local port carries bytes.
+    let (mut child, mut lines) = spawn_postern(
+        as_dana(),
+        &["connect", "staging-echo", "--port", "0"],
+        std::process::Stdio::inherit(),
+    );
+    let port = listening_port(&lines.recv().await.expect("listening line"));
+    echo_once(SocketAddr::from(([127, 0, 0, 1], port)), b"hello staging").await;
+    child.kill().await.unwrap();
+
+    // Not allowed: refused before listening, naming the rule and the group.
+    let (ok, out, err) = run_postern(as_dana(), &["connect", "prod-echo", "--port", "0"]).await;
+    assert!(!ok, "{out}");
+    assert!(!out.contains("listening"), "{out}");
+    assert!(
+        err.contains("dana may not connect on \"prod-echo\"")
+            && err.contains("rule \"testers\" needs group testers")
+            && err.contains("your groups: dev"),
+        "{err}"
+    );
+    // The gateway itself refuses, whatever the client does.
+    let status = raw_open(&cluster, &dana, "prod-echo").await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(
+        status.message().contains("needs group testers"),
+        "{status:?}"
+    );
+    let denied = audit(&cluster, "dana", "session.open").await;
+    assert!(
+        denied.iter().any(|e| e.target == "prod-echo"
+            && e.outcome == "denied"
+            && e.detail.contains("forbidden")),
+        "{denied:?}"
+    );
+    assert!(
+        denied.iter().any(|e| e.target == "staging-echo"
+            && e.outcome == "ok"
+            && e.detail.contains("rule=devs-staging")),
+        "{denied:?}"
+    );
+
+    // `postern ls` shows only what dana may reach; admin commands are refused.
+    let (ok, out, _) = run_postern(as_dana(), &["ls"]).await;
+    assert!(ok);
+    assert!(
+        out.contains("staging-echo") && !out.contains("prod-echo"),
+        "{out}"
+    );
+    let (ok, _, err) = run_postern(
+        as_dana(),
+        &[
+            "connection",
+            "add",
+            "x",
+            "--target",
+            "h:1",
+            "--agent",
+            AGENT,
+        ],
+    )
+    .await;
+    assert!(!ok);
+    assert!(
+        err.contains("no access rule grants admin on \"x\""),
+        "{err}"
+    );
+    let (ok, out, _) = run_postern(as_dana(), &["whoami"]).await;
+    assert!(
+        ok && out.contains("dana") && out.contains("groups: dev") && out.contains("mfa: no"),
+        "{out}"
+    );
+
+    // An admin widens the rule through the CLI; dana gets in at once.
+    let (ok, out, err) = run_postern(
+        cluster.cli_env_as(&cluster.admin_token),
+        &[
+            "rule",
+            "put",
+            "devs-staging",
+            "--group",
+            "dev",
+            "--connection",
+            "staging-*",
+            "--connection",
+            "prod-echo",
+            "--action",
+            "connect",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("version 2"), "{out}");
+    let (mut child, mut lines) = spawn_postern(
+        as_dana(),
+        &["connect", "prod-echo", "--port", "0"],
+        std::process::Stdio::inherit(),
+    );
+    let port = listening_port(&lines.recv().await.expect("listening line"));
+    echo_once(SocketAddr::from(([127, 0, 0, 1], port)), b"hello prod").await;
+    child.kill().await.unwrap();
+    let (ok, out, _) = run_postern(cluster.cli_env_as(&cluster.admin_token), &["rule", "ls"]).await;
+    assert!(ok && out.contains("staging-*,prod-echo"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_cannot_prove_mfa() {
+    let cluster = Cluster::start().await;
+    let echo = echo_server().await.to_string();
+    cluster.add_connection("vault", &echo, AGENT).await;
+    let admin = cluster.cli_env_as(&cluster.admin_token);
+    let (ok, out, err) = run_postern(
+        admin.clone(),
+        &["connection", "access", "vault", "--require-mfa"],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("MFA required"), "{out}");
+    // The harness's person may connect by the rules, but an API key is one factor.
+    let (ok, _, err) = run_postern(cluster.cli_env(), &["connect", "vault", "--port", "0"]).await;
+    assert!(!ok);
+    assert!(
+        err.contains("requires MFA") && err.contains("postern login <gateway-url> --mfa"),
+        "{err}"
+    );
+    let status = raw_open(&cluster, &cluster.user_token, "vault")
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    // Lifted again: in.
+    run_postern(admin, &["connection", "access", "vault"]).await;
+    let (ok, _, _) = run_postern(cluster.cli_env(), &["ls"]).await;
+    assert!(ok);
+    assert!(
+        raw_open(&cluster, &cluster.user_token, "vault")
+            .await
+            .is_ok()
+    );
+}
+
+/// A webhook receiver: answers 500 to the first delivery (so the gateway must
+/// retry), 200 after; keeps every body.
+async fn webhook_receiver() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let kept = bodies.clone();
+    tokio::spawn(async move {
+        let mut served = 0;
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Headers, then as many body bytes as content-length says.
+            let body = loop {
+                let n = socket.read(&mut buf).await.unwrap();
+                assert!(n > 0, "webhook request cut short");
+                request.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&request).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length: usize = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if request.len() >= end + 4 + length {
+                        break request[end + 4..end + 4 + length].to_vec();
+                    }
+                }
+            };
+            served += 1;
+            let status = if served == 1 {
+                "500 Internal Server Error"
+            } else {
+                "200 OK"
+            };
+            if served > 1 {
+                kept.lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap());
+            }
+            let reply =
+                format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            socket.write_all(reply.as_bytes()).await.unwrap();
+        }
+    });
+    (url, bodies)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reviews_grant_time_boxed_access_and_everything_is_audited() {
+    let (hook, deliveries) = webhook_receiver().await;
+    let mut settings = test_settings();
+    settings.review_webhook = Some(hook.into());
+    let cluster = Cluster::start_with(true, settings).await;
+    let echo = echo_server().await.to_string();
+    cluster.add_connection("prod-db", &echo, AGENT).await;
+    replace_rule(
+        &*cluster.store,
+        &AccessRule::new("oncall-prod", &["oncall"], &["prod-*"], &[Action::Connect]),
+    )
+    .await
+    .unwrap();
+    let admin = cluster.cli_env_as(&cluster.admin_token);
+    let (ok, out, err) = run_postern(
+        admin,
+        &[
+            "connection",
+            "access",
+            "prod-db",
+            "--approvers",
+            "dba",
+            "--window",
+            "1h",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("approval from group dba (lasting 3600 s)"),
+        "{out}"
+    );
+    // Olga is on call and a DBA herself; Bob approves; Pete is on call too.
+    let olga = cluster.add_person("olga", &["oncall", "dba"]).await;
+    let bob = cluster.add_person("bob", &["dba"]).await;
+    let pete = cluster.add_person("pete", &["oncall"]).await;
+
+    // Olga's `postern connect` asks for a review and waits.
+    let (mut olga_connect, mut olga_lines) = spawn_postern(
+        cluster.cli_env_as(&olga),
+        &[
+            "connect",
+            "prod-db",
+            "--port",
+            "0",
+            "--reason",
+            "incident 42",
+        ],
+        std::process::Stdio::inherit(),
+    );
+    let waiting = olga_lines.recv().await.expect("waiting line");
+    let id = waiting
+        .strip_prefix("waiting for approval ")
+        .unwrap_or_else(|| panic!("{waiting:?}"))
+        .to_owned();
+    let status = raw_open(&cluster, &olga, "prod-db").await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        status
+            .message()
+            .contains("needs an approval from group dba"),
+        "{status:?}"
+    );
+
+    let (ok, out, _) = run_postern(cluster.cli_env_as(&bob), &["review", "ls"]).await;
+    assert!(ok);
+    assert!(
+        out.contains(&id)
+            && out.contains("olga")
+            && out.contains("prod-db")
+            && out.contains("incident 42"),
+        "{out}"
+    );
+    // Nobody approves their own request; non-approvers cannot either.
+    let (ok, _, err) = run_postern(cluster.cli_env_as(&olga), &["review", "approve", &id]).await;
+    assert!(!ok && err.contains("your own request"), "{err}");
+    let (ok, _, err) = run_postern(cluster.cli_env_as(&pete), &["review", "approve", &id]).await;
+    assert!(!ok && err.contains("only members of group dba"), "{err}");
+
+    let (ok, out, err) = run_postern(
+        cluster.cli_env_as(&bob),
+        &["review", "approve", &id, "--comment", "go ahead"],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("olga may open sessions to prod-db for 3600 s"),
+        "{out}"
+    );
+    // Deciding twice is refused.
+    let (ok, _, err) = run_postern(cluster.cli_env_as(&bob), &["review", "deny", &id]).await;
+    assert!(!ok && err.contains("already approved by bob"), "{err}");
+
+    // Olga's waiting `postern connect` goes on and listens.
+    let port = listening_port(&olga_lines.recv().await.expect("listening line"));
+    echo_once(SocketAddr::from(([127, 0, 0, 1], port)), b"approved bytes").await;
+    olga_connect.kill().await.unwrap();
+    // Within the window, a new `postern connect` needs no new review.
+    let (mut again, mut again_lines) = spawn_postern(
+        cluster.cli_env_as(&olga),
+        &["connect", "prod-db", "--port", "0"],
+        std::process::Stdio::inherit(),
+    );
+    listening_port(&again_lines.recv().await.expect("listening line"));
+    again.kill().await.unwrap();
+
+    // Pete's request is denied: his `postern connect` ends with the reason.
+    let (pete_connect, mut pete_lines) = spawn_postern(
+        cluster.cli_env_as(&pete),
+        &["connect", "prod-db", "--port", "0"],
+        std::process::Stdio::piped(),
+    );
+    let pete_id = pete_lines
+        .recv()
+        .await
+        .expect("waiting line")
+        .strip_prefix("waiting for approval ")
+        .unwrap()
+        .to_owned();
+    assert_ne!(pete_id, id);
+    let (ok, _, err) = run_postern(
+        cluster.cli_env_as(&bob),
+        &["review", "deny", &pete_id, "--comment", "not now"],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let output = pete_connect.wait_with_output().await.unwrap();
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        err.contains(&format!("review {pete_id} was denied by bob: not now")),
+        "{err}"
+    );
+
+    // Audited: the request, the decisions, and the session riding on the approval.
+    let requested = audit(&cluster, "olga", "review.request").await;
+    assert!(
+        requested
+            .iter()
+            .any(|e| e.detail.contains(&id) && e.detail.contains("incident 42")),
+        "{requested:?}"
+    );
+    let decided = audit(&cluster, "bob", "review.").await;
+    assert!(
+        decided
+            .iter()
+            .any(|e| e.action == "review.approve" && e.detail.contains(&id)),
+        "{decided:?}"
+    );
+    assert!(
+        decided
+            .iter()
+            .any(|e| e.action == "review.deny" && e.detail.contains(&pete_id)),
+        "{decided:?}"
+    );
+    let sessions = audit(&cluster, "olga", "session.open").await;
+    assert!(
+        sessions
+            .iter()
+            .any(|e| e.outcome == "ok" && e.detail.contains(&format!("review={id}"))),
+        "{sessions:?}"
+    );
+
+    // Approvers were told, through a retried webhook, in Slack's shape.
+    let texts: Vec<String> = wait_for(|| {
+        let deliveries = deliveries.lock().unwrap().clone();
+        async move {
+            let texts: Vec<String> = deliveries
+                .iter()
+                .map(|d| d["text"].as_str().unwrap_or_default().to_owned())
+                .collect();
+            (texts.len() >= 4).then_some(texts)
+        }
+    })
+    .await;
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("olga asks for access to prod-db") && t.contains("incident 42")),
+        "{texts:?}"
+    );
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("bob approved access to prod-db for olga")),
+        "{texts:?}"
+    );
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("bob denied access to prod-db for pete")),
+        "{texts:?}"
+    );
+    let metrics = cluster.metrics().await;
+    assert!(
+        metrics.contains("postern_review_webhook_deliveries_total{result=\"ok\"} 4"),
+        "{metrics}"
+    );
+}

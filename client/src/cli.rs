@@ -181,8 +181,9 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 .map(|g| g.iter().filter_map(Value::as_str).collect())
                 .unwrap_or_default();
             println!(
-                "{} on {}\n  groups: {}\n  mfa: {}",
+                "{} ({}) on {}\n  groups: {}\n  mfa: {}",
                 me["user"].as_str().unwrap_or("?"),
+                me["role"].as_str().unwrap_or("?"),
                 client()?.login().gateway_url,
                 if groups.is_empty() {
                     "none".to_owned()

@@ -280,6 +280,27 @@ pub fn client_hint(connection: &ConnectionView, addr: SocketAddr) -> String {
     }
 }
 
+/// `90`, `90s`, `30m`, `1h`, `7d` as seconds.
+pub fn parse_window(text: &str) -> Result<u64, String> {
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((at, _)) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 90, 30m, 1h or 7d"))?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: the unit must be s, m, h or d")),
+    };
+    value
+        .checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,25 +390,4 @@ mod tests {
         assert!(client_hint(&c, addr).contains("ssh -p 5433"));
         assert!(!show(&c).contains("credential"));
     }
-}
-
-/// `90`, `90s`, `30m`, `1h`, `7d` as seconds.
-pub fn parse_window(text: &str) -> Result<u64, String> {
-    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((at, _)) => text.split_at(at),
-        None => (text, "s"),
-    };
-    let value: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 90, 30m, 1h or 7d"))?;
-    let scale = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("{text:?}: the unit must be s, m, h or d")),
-    };
-    value
-        .checked_mul(scale)
-        .ok_or_else(|| format!("{text:?} is too long"))
 }

@@ -111,7 +111,9 @@ async fn rules_decide_who_reaches_what_and_denials_name_the_rule() {
     );
     let (ok, out, _) = run_postern(as_dana(), &["whoami"]).await;
     assert!(
-        ok && out.contains("dana") && out.contains("groups: dev") && out.contains("mfa: no"),
+        ok && out.starts_with("dana (user) on")
+            && out.contains("groups: dev")
+            && out.contains("mfa: no"),
         "{out}"
     );
 

@@ -184,14 +184,21 @@ async fn login_then_manage_connections_agents_and_tokens() {
     );
     agent.stop().await;
 
-    let added = cli.ok(&["token", "add", "bob"]).await;
+    let added = cli
+        .ok(&["token", "add", "bob", "--group", "ops", "--group", "dba"])
+        .await;
     assert!(added.contains("pst_user_"), "{added}");
+    let tokens = cli.ok(&["token", "ls"]).await;
     assert!(
-        cli.ok(&["token", "ls"])
-            .await
+        tokens
             .lines()
-            .any(|l| l.starts_with("bob") && l.ends_with("user"))
+            .any(|l| l.starts_with("bob") && l.contains(" user ") && l.ends_with("ops,dba")),
+        "{tokens}"
     );
+    let refused = cli
+        .fails(&["token", "add", "carol", "--group", "has space"])
+        .await;
+    assert!(refused.contains("invalid group"), "{refused}");
 
     let missing = cli.fails(&["connect", "nope"]).await;
     assert!(

@@ -130,8 +130,15 @@ async fn whoami(
     headers: HeaderMap,
 ) -> ApiResult<Json<serde_json::Value>> {
     let user = user(&shared, &headers).await?;
+    // `role`: admin or user for API keys, person for identity-provider logins.
+    let role = match user.credential {
+        crate::access::Credential::ApiKey { admin: true } => "admin",
+        crate::access::Credential::ApiKey { admin: false } => "user",
+        crate::access::Credential::Oidc { .. } => "person",
+    };
     Ok(Json(json!({
         "user": user.name,
+        "role": role,
         "groups": user.groups,
         "mfa": user.mfa,
         "credential": user.credential,

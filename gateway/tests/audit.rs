@@ -182,11 +182,18 @@ async fn statements_are_recorded_under_the_sessions_identity_and_never_reach_the
         })
         .await
         .unwrap();
+    let actions: Vec<&str> = by_session.iter().map(|e| e.action.as_str()).collect();
     assert_eq!(
-        by_session.len(),
+        actions.iter().filter(|a| a.starts_with("sql.")).count(),
         2,
         "only the agent's two statements: {by_session:?}"
     );
+    assert_eq!(
+        by_session.len(),
+        3,
+        "the statements and the session's opening: {by_session:?}"
+    );
+    assert_eq!(actions.last(), Some(&"session.open"), "{by_session:?}");
 
     let metrics = replicas.metrics(0).await;
     assert!(

@@ -436,3 +436,75 @@ async fn reviews_grant_time_boxed_access_and_everything_is_audited() {
         "{metrics}"
     );
 }
+
+/// `connect` without `exec` on a Postgres connection: psql reads, and every
+/// write is refused by the agent's read-only guardrail and by the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_without_exec_is_read_only_on_postgres() {
+    let db = postern_testkit::postgres::Database::create("rbac_ro");
+    db.sql(
+        "CREATE TABLE notes (id int PRIMARY KEY, body text); INSERT INTO notes VALUES (1, 'kept');",
+    );
+    let cluster = Cluster::start().await;
+    cluster
+        .add_postgres_connection("orders-db", &db.addr(), AGENT, Some(&db.name))
+        .await;
+    replace_rule(
+        &*cluster.store,
+        &AccessRule::new("analysts", &["analyst"], &["orders-*"], &[Action::Connect]),
+    )
+    .await
+    .unwrap();
+    let ann = cluster.add_person("ann", &["analyst"]).await;
+    let (mut child, mut lines) = spawn_postern(
+        cluster.cli_env_as(&ann),
+        &["connect", "orders-db", "--port", "0"],
+        std::process::Stdio::inherit(),
+    );
+    let port = listening_port(&lines.recv().await.expect("listening line")).to_string();
+    let psql = |sql: &'static str| {
+        let port = port.clone();
+        let name = db.name.clone();
+        async move {
+            let out = tokio::process::Command::new("psql")
+                .args([
+                    "-X",
+                    "-At",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port,
+                    "-U",
+                    "ann",
+                    "-d",
+                    &name,
+                    "-c",
+                    sql,
+                ])
+                .env("PGCONNECT_TIMEOUT", "10")
+                .output()
+                .await
+                .expect("psql is installed (scripts/test installs it)");
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    let (ok, out, err) = psql("SELECT body FROM notes").await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "kept");
+    let (ok, _, err) = psql("INSERT INTO notes VALUES (2, 'written')").await;
+    assert!(!ok, "a write went through");
+    assert!(err.contains("read"), "{err}");
+    assert_eq!(db.sql("SELECT count(*) FROM notes").trim(), "1");
+    child.kill().await.unwrap();
+    let opened = audit(&cluster, "ann", "session.open").await;
+    assert!(
+        opened
+            .iter()
+            .any(|e| e.detail.contains("rule=analysts read_only=true")),
+        "{opened:?}"
+    );
+}

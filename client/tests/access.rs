@@ -371,6 +371,36 @@ async fn reviews_grant_time_boxed_access_and_everything_is_audited() {
         "{err}"
     );
 
+    // An expired grant decides nothing, and goes when the next review is asked for.
+    use postern_state::PolicyStore;
+    let expired = serde_json::json!({
+        "person": "zed", "connection": "prod-db", "review_id": "r-old",
+        "approved_by": "bob", "expires_at_ms": 1_000,
+    });
+    cluster
+        .store
+        .put_document("grant", "r-old", &expired, 0)
+        .await
+        .unwrap();
+    let (ok, out, err) =
+        run_postern(cluster.cli_env_as(&pete), &["review", "request", "prod-db"]).await;
+    assert!(
+        ok && out.contains("approvers in group dba have been told"),
+        "{out}{err}"
+    );
+    assert_eq!(
+        cluster.store.document("grant", "r-old").await.unwrap(),
+        None
+    );
+    assert!(
+        cluster
+            .store
+            .document("grant", &id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
     // Audited: the request, the decisions, and the session riding on the approval.
     let requested = audit(&cluster, "olga", "review.request").await;
     assert!(
@@ -408,7 +438,7 @@ async fn reviews_grant_time_boxed_access_and_everything_is_audited() {
                 .iter()
                 .map(|d| d["text"].as_str().unwrap_or_default().to_owned())
                 .collect();
-            (texts.len() >= 4).then_some(texts)
+            (texts.len() >= 5).then_some(texts)
         }
     })
     .await;
@@ -430,11 +460,15 @@ async fn reviews_grant_time_boxed_access_and_everything_is_audited() {
             .any(|t| t.contains("bob denied access to prod-db for pete")),
         "{texts:?}"
     );
-    let metrics = cluster.metrics().await;
-    assert!(
-        metrics.contains("postern_review_webhook_deliveries_total{result=\"ok\"} 4"),
-        "{metrics}"
-    );
+    // Counted once the receiver's answer is in, a moment after it kept the body.
+    wait_for(|| async {
+        cluster
+            .metrics()
+            .await
+            .contains("postern_review_webhook_deliveries_total{result=\"ok\"} 5")
+            .then_some(())
+    })
+    .await;
 }
 
 /// `connect` without `exec` on a Postgres connection: psql reads, and every

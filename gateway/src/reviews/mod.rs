@@ -72,6 +72,29 @@ pub async fn pending_for(
     }))
 }
 
+/// Grants past their window decide nothing; they are removed when the next
+/// review is asked for, so the store does not grow with them. A failure is
+/// logged and left for the next time.
+async fn prune_expired_grants(shared: &Shared) {
+    let store = &*shared.stores.policy;
+    let grants = match documents::list::<Grant>(store, GRANT).await {
+        Ok(grants) => grants,
+        Err(error) => {
+            tracing::warn!(%error, "cannot list grants to prune");
+            return;
+        }
+    };
+    let now = now_ms();
+    for grant in grants.into_iter().filter(|g| g.value.expires_at_ms <= now) {
+        if let Err(error) = store
+            .delete_document(GRANT, &grant.value.review_id, grant.version)
+            .await
+        {
+            tracing::warn!(%error, review = %grant.value.review_id, "cannot prune an expired grant");
+        }
+    }
+}
+
 async fn load(shared: &Shared, id: &str) -> ApiResult<Versioned<Review>> {
     shared
         .stored(documents::get::<Review>(&*shared.stores.policy, REVIEW, id).await)?
@@ -155,6 +178,7 @@ async fn request_review(
             return Err(shared.refuse(Refusal::new(ErrorKind::MfaRequired, reason)));
         }
     };
+    prune_expired_grants(&shared).await;
     if let Some(pending) = pending_for(&shared, &principal.name, &connection.name).await? {
         return Ok((StatusCode::OK, Json(pending)));
     }

@@ -111,6 +111,15 @@ pub trait RouteStore: Send + Sync + 'static {
     /// Receives this replica's inbox. Resolves once the subscription is active,
     /// so a message published after it returns is delivered.
     async fn subscribe(&self, replica: &str) -> StoreResult<Inbox>;
+
+    /// Tells every replica subscribed now that policy changed, carrying the
+    /// new policy generation (decimal text); returns how many received it.
+    /// At most once, like [`RouteStore::publish`]: replicas also poll.
+    async fn publish_policy_change(&self, generation: u64) -> StoreResult<u64>;
+    /// Policy-change notifications from every replica, this one included.
+    /// Resolves once the subscription is active; the stream ends when it is
+    /// lost (the caller subscribes again).
+    async fn subscribe_policy_changes(&self) -> StoreResult<Inbox>;
 }
 
 /// Policy: connections, agents and user tokens, plus session records.

@@ -20,6 +20,8 @@ pub struct MemoryRouteStore {
 struct Routes {
     replicas: HashMap<String, (ReplicaInfo, Instant)>,
     inboxes: HashMap<String, Vec<mpsc::UnboundedSender<Bytes>>>,
+    /// Subscribers to policy changes (in this process only).
+    policy_changes: Vec<mpsc::UnboundedSender<Bytes>>,
     /// agent -> replica -> expiry
     agents: HashMap<String, HashMap<String, Instant>>,
     /// session -> (ingress replica, expiry)
@@ -146,6 +148,21 @@ impl RouteStore for MemoryRouteStore {
             .entry(replica.to_owned())
             .or_default()
             .push(tx);
+        Ok(Box::pin(UnboundedReceiverStream::new(rx)))
+    }
+
+    async fn publish_policy_change(&self, generation: u64) -> StoreResult<u64> {
+        let message = Bytes::from(generation.to_string());
+        let mut routes = self.routes();
+        routes
+            .policy_changes
+            .retain(|tx| tx.send(message.clone()).is_ok());
+        Ok(routes.policy_changes.len() as u64)
+    }
+
+    async fn subscribe_policy_changes(&self) -> StoreResult<Inbox> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.routes().policy_changes.push(tx);
         Ok(Box::pin(UnboundedReceiverStream::new(rx)))
     }
 }

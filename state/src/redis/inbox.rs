@@ -54,12 +54,13 @@ pub(super) enum SubscribeError {
     NoSlotOwner { slot: u16, channel: String },
 }
 
+/// Subscribes to the sharded pub/sub `channel` (a replica's inbox, or the
+/// policy-changed channel).
 pub(super) async fn subscribe(
     nodes: &InboxNodes,
     timeouts: InboxTimeouts,
-    replica: &str,
+    channel: String,
 ) -> Result<Inbox, SubscribeError> {
-    let channel = keys::inbox(replica);
     let node = match nodes {
         InboxNodes::Single(info) => info.clone(),
         InboxNodes::Cluster { seed, commands } => {

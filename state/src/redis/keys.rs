@@ -24,6 +24,9 @@ pub(super) fn inbox(replica: &str) -> String {
     format!("postern:inbox:{{{replica}}}")
 }
 
+/// Sharded pub/sub channel every replica listens on for policy changes.
+pub(super) const POLICY_CHANGED: &str = "postern:policy-changed:{policy}";
+
 pub(super) const CLUSTER_SLOTS: u16 = 16384;
 
 /// The Redis Cluster slot of `key` (CRC16/XMODEM of its hash tag, or of the whole

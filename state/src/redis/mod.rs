@@ -28,6 +28,9 @@
 //!   server time (unix ms), itself expiring after its longest-lived route.
 //! - `postern:session:{<session>}`: the ingress replica, with a native TTL.
 //! - inbox channel `postern:inbox:{<replica>}`: sharded pub/sub, below.
+//! - `postern:policy-changed:{policy}`: sharded pub/sub channel carrying the
+//!   policy generation after every policy write, so every replica drops its
+//!   policy cache at once.
 //!
 //! # Inboxes
 //!
@@ -267,7 +270,28 @@ impl RouteStore for RedisRouteStore {
     }
 
     async fn subscribe(&self, replica: &str) -> StoreResult<Inbox> {
-        let subscribe = inbox::subscribe(&self.inbox_nodes, self.inbox_timeouts, replica);
+        self.subscribe_channel(keys::inbox(replica)).await
+    }
+
+    async fn publish_policy_change(&self, generation: u64) -> StoreResult<u64> {
+        self.commands
+            .query_once_sent(
+                redis::cmd("SPUBLISH")
+                    .arg(keys::POLICY_CHANGED)
+                    .arg(generation.to_string()),
+            )
+            .await
+    }
+
+    async fn subscribe_policy_changes(&self) -> StoreResult<Inbox> {
+        self.subscribe_channel(keys::POLICY_CHANGED.to_owned())
+            .await
+    }
+}
+
+impl RedisRouteStore {
+    async fn subscribe_channel(&self, channel: String) -> StoreResult<Inbox> {
+        let subscribe = inbox::subscribe(&self.inbox_nodes, self.inbox_timeouts, channel);
         match tokio::time::timeout(self.operation_timeout, subscribe).await {
             Ok(Ok(inbox)) => Ok(inbox),
             Ok(Err(inbox::SubscribeError::Redis(err))) => Err(store_error(err)),

@@ -46,6 +46,8 @@ pub async fn run_all(store: &dyn RouteStore) {
     sessions_put_get_expire_remove(store).await;
     eprintln!("contract: inboxes");
     inboxes_deliver_in_order_to_their_replica_only(store).await;
+    eprintln!("contract: policy changes");
+    policy_changes_reach_every_subscriber_apart_from_inboxes(store).await;
 }
 
 fn replica(id: &str, draining: bool) -> ReplicaInfo {
@@ -266,4 +268,25 @@ async fn inboxes_deliver_in_order_to_their_replica_only(store: &dyn RouteStore) 
     for (id, inbox) in ids.iter().zip(&mut inboxes) {
         assert_eq!(next(inbox).await, id.as_bytes());
     }
+}
+
+async fn policy_changes_reach_every_subscriber_apart_from_inboxes(store: &dyn RouteStore) {
+    let mut inbox = store.subscribe("policy-r1").await.unwrap();
+    let mut a = store.subscribe_policy_changes().await.unwrap();
+    let mut b = store.subscribe_policy_changes().await.unwrap();
+    assert_eq!(store.publish_policy_change(7).await.unwrap(), 2);
+    assert_eq!(store.publish_policy_change(8).await.unwrap(), 2);
+    for subscriber in [&mut a, &mut b] {
+        assert_eq!(next(subscriber).await, "7");
+        assert_eq!(next(subscriber).await, "8");
+    }
+    drop(b);
+    // A policy change is not an inbox message, nor the other way round.
+    store
+        .publish("policy-r1", Bytes::from_static(b"inbox"))
+        .await
+        .unwrap();
+    store.publish_policy_change(9).await.unwrap();
+    assert_eq!(next(&mut inbox).await, "inbox");
+    assert_eq!(next(&mut a).await, "9");
 }

@@ -19,6 +19,7 @@ use serde_json::json;
 
 use crate::connection_settings::{NewConnection, describe};
 use crate::metrics::ErrorKind;
+use crate::policy_cache::Health;
 use crate::refusal::Refusal;
 use crate::shared::Shared;
 
@@ -72,17 +73,35 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Ready while not draining and the policy store answers: a load balancer
-/// stops sending new sessions to a replica that cannot authorise them.
+/// Ready while not draining and the policy cache may decide: fresh, or
+/// serving cached policy within POSTERN_POLICY_STALE_LIMIT_MS of the policy
+/// store's last answer. A load balancer then stops sending new sessions to a
+/// replica that cannot authorise them.
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     if shared.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
     }
-    match shared.stores.policy.connection("readiness-probe").await {
-        Ok(_) => (StatusCode::OK, "ready\n").into_response(),
-        Err(e) => (
+    match shared.policy_cache.health() {
+        Health::Fresh => (StatusCode::OK, "ready\n").into_response(),
+        Health::Stale { for_ } => (
+            StatusCode::OK,
+            format!(
+                "ready (policy store unreachable for {} s: serving cached policy)\n",
+                for_.as_secs()
+            ),
+        )
+            .into_response(),
+        Health::Unknown => (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("policy store unavailable: {e}\n"),
+            "policy store unavailable: not read yet\n",
+        )
+            .into_response(),
+        Health::FailedClosed { for_ } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "policy store unavailable for {} s, past POSTERN_POLICY_STALE_LIMIT_MS\n",
+                for_.as_secs()
+            ),
         )
             .into_response(),
     }
@@ -195,9 +214,7 @@ async fn show_connection(
             format!("connection {name:?} does not exist (see `postern ls`)"),
         )));
     }
-    let connection = shared
-        .stored(shared.stores.policy.connection(&name).await)?
-        .ok_or_else(|| {
+    let connection = shared.connection(&name).await?.ok_or_else(|| {
             shared.refuse(Refusal::new(
                 ErrorKind::NotFound,
                 format!("connection {name:?} does not exist (see `postern ls`)"),
@@ -234,6 +251,7 @@ async fn create_connection(
         .validate(now_ms())
         .map_err(|e| shared.refuse(Refusal::new(ErrorKind::BadRequest, e.to_string())))?;
     shared.stored(shared.stores.policy.create_connection(&connection).await)?;
+    shared.policy_changed().await;
     let detail = describe(&connection);
     shared
         .audit(
@@ -259,6 +277,7 @@ async fn delete_connection(
             format!("connection {name:?} does not exist"),
         )));
     }
+    shared.policy_changed().await;
     shared
         .audit(&admin.name, "connection.delete", &name, "ok", String::new())
         .await;
@@ -307,6 +326,7 @@ async fn create_agent(
         created_at_ms: now_ms(),
     };
     shared.stored(shared.stores.policy.create_agent(&agent).await)?;
+    shared.policy_changed().await;
     shared
         .audit(
             &admin.name,
@@ -335,6 +355,7 @@ async fn delete_agent(
             format!("agent {name:?} does not exist"),
         )));
     }
+    shared.policy_changed().await;
     shared
         .audit(&admin.name, "agent.delete", &name, "ok", String::new())
         .await;
@@ -380,6 +401,7 @@ async fn create_token(
         groups: new.groups,
     };
     shared.stored(shared.stores.policy.create_user_token(&record).await)?;
+    shared.policy_changed().await;
     shared
         .audit(
             &admin.name,

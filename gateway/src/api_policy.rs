@@ -147,6 +147,7 @@ async fn put_rule(
     validate_rule(&rule).map_err(|e| bad(&shared, e))?;
     let version = shared
         .stored(documents::put(&*shared.stores.policy, RULE, &name, &rule, write.version).await)?;
+    shared.policy_changed().await;
     let detail = serde_json::to_string(&rule).unwrap_or_default();
     shared
         .audit(&admin.name, "rule.put", &name, "ok", detail)
@@ -174,6 +175,7 @@ async fn delete_rule(
             format!("rule {name:?} does not exist"),
         )));
     }
+    shared.policy_changed().await;
     shared
         .audit(&admin.name, "rule.delete", &name, "ok", String::new())
         .await;
@@ -202,10 +204,7 @@ async fn put_access(
     Json(write): Json<Write<ConnectionAccess>>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let admin = allowed(&shared, &headers, crate::access::Action::Admin, &name).await?;
-    if shared
-        .stored(shared.stores.policy.connection(&name).await)?
-        .is_none()
-    {
+    if shared.connection(&name).await?.is_none() {
         return Err(shared.refuse(Refusal::new(
             ErrorKind::NotFound,
             format!("connection {name:?} does not exist"),
@@ -222,6 +221,7 @@ async fn put_access(
         )
         .await,
     )?;
+    shared.policy_changed().await;
     let detail = serde_json::to_string(&write.value).unwrap_or_default();
     shared
         .audit(&admin.name, "connection.access", &name, "ok", detail)
@@ -236,7 +236,7 @@ async fn check_access(
     Path(name): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let principal = user(&shared, &headers).await?;
-    let Some(connection) = shared.stored(shared.stores.policy.connection(&name).await)? else {
+    let Some(connection) = shared.connection(&name).await? else {
         return Err(shared.refuse(Refusal::new(
             ErrorKind::NotFound,
             format!("connection {name:?} does not exist (see `postern ls`)"),

@@ -7,7 +7,6 @@ use postern_state::{Role, now_ms};
 use postern_tunnel::Secret;
 use postern_tunnel::auth::{BearerError, hash_token};
 
-use crate::access::documents::load_snapshot;
 use crate::access::{Action, Credential, Decision, PolicySnapshot, Principal, decide};
 use crate::metrics::ErrorKind;
 use crate::refusal::Refusal;
@@ -27,8 +26,7 @@ impl Shared {
             ))
         })?;
         match self
-            .stores
-            .policy
+            .policy_cache
             .user_by_token_hash(&hash_token(token.expose()))
             .await
         {
@@ -49,11 +47,12 @@ impl Shared {
         }
     }
 
-    /// Access rules, connection requirements and grants as they are now.
+    /// Access rules, connection requirements and grants, through the policy
+    /// cache (fails closed once it is past its stale limit).
     pub async fn policy_snapshot(&self) -> Result<Arc<PolicySnapshot>, Refusal> {
-        load_snapshot(&*self.stores.policy, now_ms())
+        self.policy_cache
+            .snapshot()
             .await
-            .map(Arc::new)
             .map_err(|e| self.refuse(e.into()))
     }
 

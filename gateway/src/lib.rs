@@ -13,6 +13,7 @@ pub mod dev;
 pub mod heartbeat;
 pub mod metrics;
 pub mod peer;
+pub mod policy_cache;
 pub mod refusal;
 pub mod registry;
 pub mod relay;
@@ -202,6 +203,15 @@ pub async fn start(options: GatewayOptions, stores: Stores) -> Result<RunningGat
         options.settings,
         peers,
         metrics,
+    ));
+    // Policy is read once before the replica reports itself listening, then
+    // kept current in the background.
+    if let Err(error) = shared.policy_cache.poll().await {
+        tracing::warn!(%error, "cannot read the policy generation yet");
+    }
+    tokio::spawn(policy_cache::watch(
+        shared.policy_cache.clone(),
+        shared.stop.clone(),
     ));
     let tunnel = AgentTunnelServer::new(TunnelService {
         shared: shared.clone(),

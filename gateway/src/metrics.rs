@@ -133,6 +133,16 @@ pub struct Metrics {
     relay_resets: Family<ReasonLabels, Counter>,
     statements: Family<OutcomeLabels, Counter>,
     webhook_deliveries: Family<ResultLabels, Counter>,
+    policy_cache_lookups: Family<ResultLabels, Counter>,
+    policy_cache_refresh_failures: Counter,
+    policy_cache_invalidations: Family<SourceLabels, Counter>,
+    /// 0 fresh, 1 stale (serving cached policy), 2 failed closed.
+    pub policy_cache_state: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -241,6 +251,31 @@ impl Metrics {
             "Statements agents reported on sessions entering here, by outcome (ok, error, blocked)",
             statements.clone(),
         );
+        let policy_cache_lookups = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "policy_cache_lookups",
+            "Policy cache lookups, by result (hit, stale: served while the store is unreachable, miss, failed_closed)",
+            policy_cache_lookups.clone(),
+        );
+        let policy_cache_refresh_failures = Counter::default();
+        registry.register(
+            "policy_cache_refresh_failures",
+            "Failed policy store reads by the cache (generation polls and loads)",
+            policy_cache_refresh_failures.clone(),
+        );
+        let policy_cache_invalidations = Family::<SourceLabels, Counter>::default();
+        registry.register(
+            "policy_cache_invalidations",
+            "Policy cache invalidations, by source (local, poll, announced)",
+            policy_cache_invalidations.clone(),
+        );
+        let policy_cache_state = Gauge::default();
+        policy_cache_state.set(2);
+        registry.register(
+            "policy_cache_state",
+            "Policy cache state: 0 fresh, 1 stale (serving cached policy), 2 failed closed or not yet loaded",
+            policy_cache_state.clone(),
+        );
         // Bind each handle in its own statement: `get_or_create` returns a read
         // guard, and a second call while one is alive would deadlock.
         let bytes_up = bytes
@@ -267,7 +302,27 @@ impl Metrics {
             relay_resets,
             statements,
             webhook_deliveries,
+            policy_cache_lookups,
+            policy_cache_refresh_failures,
+            policy_cache_invalidations,
+            policy_cache_state,
         }
+    }
+
+    pub fn policy_cache_lookup(&self, result: &'static str) {
+        self.policy_cache_lookups
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    pub fn policy_cache_refresh_failure(&self) {
+        self.policy_cache_refresh_failures.inc();
+    }
+
+    pub fn policy_cache_invalidation(&self, source: &'static str) {
+        self.policy_cache_invalidations
+            .get_or_create(&SourceLabels { source })
+            .inc();
     }
 
     pub fn webhook_delivery(&self, result: &'static str) {

@@ -72,7 +72,8 @@ async fn open_session(
         )));
     }
     let connection = shared
-        .stored(shared.stores.policy.connection(&connection_name).await)?
+        .connection(&connection_name)
+        .await?
         .ok_or_else(|| {
             shared.refuse(Refusal::new(
                 ErrorKind::NotFound,

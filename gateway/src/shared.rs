@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use postern_state::{Agent, AuditEvent, AuditSink, PolicyStore, RouteStore, now_ms};
+use postern_state::{Agent, AuditEvent, Connection, AuditSink, PolicyStore, RouteStore, now_ms};
 use postern_tunnel::auth::{BearerError, bearer_token, hash_token};
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataMap;
@@ -12,6 +12,7 @@ use tonic::metadata::MetadataMap;
 use crate::audit_writer::AuditWriter;
 use crate::metrics::{ErrorKind, Metrics};
 use crate::peer::Interconnect;
+use crate::policy_cache::PolicyCache;
 use crate::refusal::Refusal;
 use crate::registry::{AgentRegistry, ForwardedSessions, PendingSessions};
 use crate::reviews::webhook::Webhook;
@@ -34,6 +35,8 @@ pub struct Settings {
     pub agent_route_ttl: Duration,
     /// Where review notifications are posted (a secret: Slack's URLs are).
     pub review_webhook: Option<postern_tunnel::Secret>,
+    /// How policy is cached and refreshed (`POSTERN_POLICY_*`).
+    pub policy_cache: crate::policy_cache::CacheSettings,
 }
 
 impl Default for Settings {
@@ -46,6 +49,7 @@ impl Default for Settings {
             replica_ttl: Duration::from_secs(4),
             agent_route_ttl: Duration::from_secs(30),
             review_webhook: None,
+            policy_cache: crate::policy_cache::CacheSettings::default(),
         }
     }
 }
@@ -73,6 +77,8 @@ pub struct Shared {
     pub audit_writer: AuditWriter,
     /// Review notifications to approvers.
     pub webhook: Webhook,
+    /// Policy as last read from the policy store (see `policy_cache`).
+    pub policy_cache: Arc<PolicyCache>,
     pub settings: Settings,
     draining: AtomicBool,
     /// Cancelled when the replica stops: agent control loops end.
@@ -100,7 +106,14 @@ impl Shared {
             }
             None => Webhook::disabled(metrics.clone()),
         };
+        let policy_cache = Arc::new(PolicyCache::new(
+            stores.policy.clone(),
+            stores.routes.clone(),
+            settings.policy_cache,
+            metrics.clone(),
+        ));
         Self {
+            policy_cache,
             webhook,
             audit_writer: AuditWriter::start(stores.audit.clone(), metrics.clone()),
             replica_id,
@@ -180,8 +193,7 @@ impl Shared {
     pub async fn authenticate_agent(&self, metadata: &MetadataMap) -> Result<Agent, Refusal> {
         let token = bearer_token(metadata).map_err(|e| self.refuse(bearer_refusal(e, "agent")))?;
         match self
-            .stores
-            .policy
+            .policy_cache
             .agent_by_token_hash(&hash_token(token.expose()))
             .await
         {
@@ -192,6 +204,18 @@ impl Shared {
             ))),
             Err(e) => Err(self.refuse(e.into())),
         }
+    }
+
+    /// A connection by name, through the policy cache.
+    pub async fn connection(&self, name: &str) -> Result<Option<Connection>, Refusal> {
+        self.stored(self.policy_cache.connection(name).await)
+    }
+
+    /// After every policy write (connections, agents, tokens, rules,
+    /// connection access, grants): this replica forgets its cached policy
+    /// at once, the others within a second.
+    pub async fn policy_changed(&self) {
+        self.policy_cache.changed().await;
     }
 
     /// Writes an audit event; a failure is logged, never silently dropped.

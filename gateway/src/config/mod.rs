@@ -10,6 +10,7 @@ use postern_tunnel::Secret;
 use postern_tunnel::env::{ConfigError, Env};
 use postern_tunnel::tls::{Identity, server_config};
 
+use crate::policy_cache::CacheSettings;
 use crate::{GatewayOptions, Settings, new_replica_id};
 
 mod cluster;
@@ -40,6 +41,8 @@ pub const VARS: &[&str] = &[
     "POSTERN_PEER_CONNECTIONS",
     "POSTERN_PEER_TRANSPORT",
     "POSTERN_REVIEW_WEBHOOK_URL",
+    "POSTERN_POLICY_POLL_MS",
+    "POSTERN_POLICY_STALE_LIMIT_MS",
 ];
 
 #[derive(Debug)]
@@ -88,6 +91,7 @@ pub fn settings_from_env(env: &Env) -> Result<Settings, ConfigError> {
         }
     }
     Ok(Settings {
+        policy_cache: policy_cache_settings(env, defaults.policy_cache)?,
         review_webhook,
         keepalive_interval: env.millis(
             "POSTERN_KEEPALIVE_INTERVAL_MS",
@@ -112,6 +116,47 @@ pub fn settings_from_env(env: &Env) -> Result<Settings, ConfigError> {
             Duration::from_millis(300),
         )?,
     })
+}
+
+/// `POSTERN_POLICY_POLL_MS` (how often the policy generation is read) and
+/// `POSTERN_POLICY_STALE_LIMIT_MS` (how long cached policy serves while the
+/// store does not answer).
+fn policy_cache_settings(env: &Env, defaults: CacheSettings) -> Result<CacheSettings, ConfigError> {
+    let poll_interval = env.millis(
+        "POSTERN_POLICY_POLL_MS",
+        defaults.poll_interval,
+        Duration::from_millis(50),
+    )?;
+    if poll_interval > Duration::from_secs(60) {
+        return Err(ConfigError {
+            var: "POSTERN_POLICY_POLL_MS".into(),
+            message: "must be at most 60000: replicas without Redis see policy changes only this often".into(),
+        });
+    }
+    let stale_limit = env.millis(
+        "POSTERN_POLICY_STALE_LIMIT_MS",
+        defaults.stale_limit,
+        Duration::ZERO,
+    )?;
+    // Polls may fail for a while without the cache going stale: the limit
+    // must leave room for the next poll to answer.
+    let settings = CacheSettings {
+        poll_interval,
+        // One poll may take as long as a few intervals, within reason.
+        poll_timeout: (poll_interval * 4).clamp(Duration::from_millis(500), Duration::from_secs(2)),
+        stale_limit,
+        ..defaults
+    };
+    if stale_limit < settings.fresh_window() {
+        return Err(ConfigError {
+            var: "POSTERN_POLICY_STALE_LIMIT_MS".into(),
+            message: format!(
+                "must be at least {} ms (POSTERN_POLICY_POLL_MS plus the poll's timeout), or cached policy turns stale between two polls",
+                settings.fresh_window().as_millis()
+            ),
+        });
+    }
+    Ok(settings)
 }
 
 impl GatewayConfig {
@@ -245,6 +290,9 @@ mod tests {
             ("POSTERN_SESSION_OPEN_TIMEOUT_MS", "5"),
             ("POSTERN_TLS_DISABLED", "maybe"),
             ("POSTERN_BOOTSTRAP_ADMIN_TOKEN", "short"),
+            ("POSTERN_POLICY_POLL_MS", "10"),
+            ("POSTERN_POLICY_POLL_MS", "600000"),
+            ("POSTERN_POLICY_STALE_LIMIT_MS", "100"),
         ] {
             let env = Env::from_pairs([("POSTERN_TLS_DISABLED", "true"), (var, value)]);
             let err = GatewayConfig::from_env(&env).unwrap_err();
@@ -315,6 +363,22 @@ mod tests {
             assert!(err.message.contains(why), "{err}");
             assert!(!err.to_string().contains("hunter2"), "{err}");
         }
+    }
+
+    #[test]
+    fn policy_cache_settings_come_from_the_environment() {
+        let env = Env::from_pairs([("POSTERN_TLS_DISABLED", "true")]);
+        let defaults = GatewayConfig::from_env(&env).unwrap().options.settings.policy_cache;
+        assert_eq!(defaults, CacheSettings::default());
+        let env = Env::from_pairs([
+            ("POSTERN_TLS_DISABLED", "true"),
+            ("POSTERN_POLICY_POLL_MS", "100"),
+            ("POSTERN_POLICY_STALE_LIMIT_MS", "2000"),
+        ]);
+        let cache = GatewayConfig::from_env(&env).unwrap().options.settings.policy_cache;
+        assert_eq!(cache.poll_interval, Duration::from_millis(100));
+        assert_eq!(cache.poll_timeout, Duration::from_millis(500));
+        assert_eq!(cache.stale_limit, Duration::from_secs(2));
     }
 
     #[test]

@@ -133,8 +133,7 @@ async fn request_review(
     Json(new): Json<NewReview>,
 ) -> ApiResult<(StatusCode, Json<Review>)> {
     let principal = user(&shared, &headers).await?;
-    let Some(connection) = shared.stored(shared.stores.policy.connection(&new.connection).await)?
-    else {
+    let Some(connection) = shared.connection(&new.connection).await? else {
         return Err(shared.refuse(Refusal::new(
             ErrorKind::NotFound,
             format!(
@@ -355,6 +354,7 @@ async fn decide(
             expires_at_ms,
         };
         shared.stored(documents::put(&*shared.stores.policy, GRANT, &id, &grant, 0).await)?;
+        shared.policy_changed().await;
     }
     let action = match outcome {
         ReviewStatus::Approved => "review.approve",

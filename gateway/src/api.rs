@@ -215,11 +215,11 @@ async fn show_connection(
         )));
     }
     let connection = shared.connection(&name).await?.ok_or_else(|| {
-            shared.refuse(Refusal::new(
-                ErrorKind::NotFound,
-                format!("connection {name:?} does not exist (see `postern ls`)"),
-            ))
-        })?;
+        shared.refuse(Refusal::new(
+            ErrorKind::NotFound,
+            format!("connection {name:?} does not exist (see `postern ls`)"),
+        ))
+    })?;
     Ok(Json(ConnectionView {
         agent_connected: shared.agents.is_connected(&connection.agent),
         connection,

@@ -101,6 +101,15 @@ impl From<StoreError> for Refusal {
                 Refusal::new(ErrorKind::BadRequest, err.to_string())
             }
             StoreError::Conflict { .. } => Refusal::new(ErrorKind::Conflict, err.to_string()),
+            // The policy cache said so: logged once when it turned, not per request.
+            StoreError::Unavailable(source)
+                if source.is::<crate::policy_cache::PastStaleLimit>() =>
+            {
+                Refusal::new(
+                    ErrorKind::StoreUnavailable,
+                    format!("{source}; try again shortly"),
+                )
+            }
             StoreError::Unavailable(_) | StoreError::Backend(_) => {
                 tracing::error!(error = %err, "policy store failure");
                 Refusal::new(

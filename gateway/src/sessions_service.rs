@@ -71,15 +71,12 @@ async fn open_session(
             "this replica is draining; retry",
         )));
     }
-    let connection = shared
-        .connection(&connection_name)
-        .await?
-        .ok_or_else(|| {
-            shared.refuse(Refusal::new(
-                ErrorKind::NotFound,
-                format!("connection {connection_name:?} does not exist (see `postern ls`)"),
-            ))
-        })?;
+    let connection = shared.connection(&connection_name).await?.ok_or_else(|| {
+        shared.refuse(Refusal::new(
+            ErrorKind::NotFound,
+            format!("connection {connection_name:?} does not exist (see `postern ls`)"),
+        ))
+    })?;
     let access = shared.authorize_session(&user, &connection).await?;
     let tracker = Arc::new(SessionTracker::new(
         session_id.clone(),

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use postern_state::{Agent, AuditEvent, Connection, AuditSink, PolicyStore, RouteStore, now_ms};
+use postern_state::{Agent, AuditEvent, AuditSink, Connection, PolicyStore, RouteStore, now_ms};
 use postern_tunnel::auth::{BearerError, bearer_token, hash_token};
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataMap;

@@ -4,6 +4,7 @@
 
 pub mod balancer;
 pub mod postgres;
+pub mod proxy;
 
 use std::net::SocketAddr;
 use std::time::Duration;

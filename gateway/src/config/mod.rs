@@ -130,7 +130,9 @@ fn policy_cache_settings(env: &Env, defaults: CacheSettings) -> Result<CacheSett
     if poll_interval > Duration::from_secs(60) {
         return Err(ConfigError {
             var: "POSTERN_POLICY_POLL_MS".into(),
-            message: "must be at most 60000: replicas without Redis see policy changes only this often".into(),
+            message:
+                "must be at most 60000: replicas without Redis see policy changes only this often"
+                    .into(),
         });
     }
     let stale_limit = env.millis(
@@ -368,14 +370,22 @@ mod tests {
     #[test]
     fn policy_cache_settings_come_from_the_environment() {
         let env = Env::from_pairs([("POSTERN_TLS_DISABLED", "true")]);
-        let defaults = GatewayConfig::from_env(&env).unwrap().options.settings.policy_cache;
+        let defaults = GatewayConfig::from_env(&env)
+            .unwrap()
+            .options
+            .settings
+            .policy_cache;
         assert_eq!(defaults, CacheSettings::default());
         let env = Env::from_pairs([
             ("POSTERN_TLS_DISABLED", "true"),
             ("POSTERN_POLICY_POLL_MS", "100"),
             ("POSTERN_POLICY_STALE_LIMIT_MS", "2000"),
         ]);
-        let cache = GatewayConfig::from_env(&env).unwrap().options.settings.policy_cache;
+        let cache = GatewayConfig::from_env(&env)
+            .unwrap()
+            .options
+            .settings
+            .policy_cache;
         assert_eq!(cache.poll_interval, Duration::from_millis(100));
         assert_eq!(cache.poll_timeout, Duration::from_millis(500));
         assert_eq!(cache.stale_limit, Duration::from_secs(2));

@@ -168,18 +168,55 @@ mod tests {
         // (case, read at, negative, generation confirmed at, now, verdict)
         let cases: &[(&str, Duration, bool, Option<Duration>, Duration, Verdict)] = &[
             ("just read", S(0), false, None, MS(10), Verdict::Hit),
-            ("confirmed by a poll", S(0), false, Some(S(30)), S(30) + MS(900), Verdict::Hit),
-            ("read after the last poll", S(5), false, Some(S(1)), S(5) + MS(500), Verdict::Hit),
-            ("fresh window's edge", S(0), false, Some(S(0)), S(1), Verdict::Hit),
-            ("polls failing: stale", S(0), false, Some(S(0)), S(1) + MS(1), Verdict::StaleHit),
-            ("stale, at the limit", S(0), false, Some(S(2)), S(12), Verdict::StaleHit),
+            (
+                "confirmed by a poll",
+                S(0),
+                false,
+                Some(S(30)),
+                S(30) + MS(900),
+                Verdict::Hit,
+            ),
+            (
+                "read after the last poll",
+                S(5),
+                false,
+                Some(S(1)),
+                S(5) + MS(500),
+                Verdict::Hit,
+            ),
+            (
+                "fresh window's edge",
+                S(0),
+                false,
+                Some(S(0)),
+                S(1),
+                Verdict::Hit,
+            ),
+            (
+                "polls failing: stale",
+                S(0),
+                false,
+                Some(S(0)),
+                S(1) + MS(1),
+                Verdict::StaleHit,
+            ),
+            (
+                "stale, at the limit",
+                S(0),
+                false,
+                Some(S(2)),
+                S(12),
+                Verdict::StaleHit,
+            ),
             (
                 "past the limit",
                 S(0),
                 false,
                 Some(S(2)),
                 S(12) + MS(1),
-                Verdict::FailClosed { for_: S(10) + MS(1) },
+                Verdict::FailClosed {
+                    for_: S(10) + MS(1),
+                },
             ),
             (
                 "never confirmed, read long ago",
@@ -189,12 +226,54 @@ mod tests {
                 S(20),
                 Verdict::FailClosed { for_: S(20) },
             ),
-            ("old but confirmed: read again", S(0), false, Some(S(70)), S(70) + MS(1), Verdict::Reload),
-            ("old and stale: still serves", S(0), false, Some(S(65)), S(70), Verdict::StaleHit),
-            ("negative, young", S(0), true, Some(S(0)), S(1), Verdict::Hit),
-            ("negative, expired", S(0), true, Some(S(3)), S(3), Verdict::Reload),
-            ("negative, stale but young", S(0), true, Some(S(0)), MS(1500), Verdict::StaleHit),
-            ("negative past the limit: read again", S(0), true, Some(S(0)), S(11), Verdict::Reload),
+            (
+                "old but confirmed: read again",
+                S(0),
+                false,
+                Some(S(70)),
+                S(70) + MS(1),
+                Verdict::Reload,
+            ),
+            (
+                "old and stale: still serves",
+                S(0),
+                false,
+                Some(S(65)),
+                S(70),
+                Verdict::StaleHit,
+            ),
+            (
+                "negative, young",
+                S(0),
+                true,
+                Some(S(0)),
+                S(1),
+                Verdict::Hit,
+            ),
+            (
+                "negative, expired",
+                S(0),
+                true,
+                Some(S(3)),
+                S(3),
+                Verdict::Reload,
+            ),
+            (
+                "negative, stale but young",
+                S(0),
+                true,
+                Some(S(0)),
+                MS(1500),
+                Verdict::StaleHit,
+            ),
+            (
+                "negative past the limit: read again",
+                S(0),
+                true,
+                Some(S(0)),
+                S(11),
+                Verdict::Reload,
+            ),
         ];
         for (case, read, negative, validated, now, expected) in cases {
             let cached = Cached {
@@ -226,8 +305,12 @@ mod tests {
         assert!(!Health::Stale { for_: S(3) }.differs_from(Health::Stale { for_: S(4) }));
         assert!(Health::Stale { for_: S(3) }.differs_from(Health::Fresh));
         assert_eq!(
-            [Health::Fresh, Health::Stale { for_: S(1) }, Health::FailedClosed { for_: S(1) }]
-                .map(Health::gauge),
+            [
+                Health::Fresh,
+                Health::Stale { for_: S(1) },
+                Health::FailedClosed { for_: S(1) }
+            ]
+            .map(Health::gauge),
             [0, 1, 2]
         );
     }

@@ -274,8 +274,12 @@ impl PolicyCache {
     }
 
     pub async fn agent_by_token_hash(&self, hash: &str) -> StoreResult<Option<Agent>> {
-        self.lookup(|i| &mut i.agents, hash, self.store.agent_by_token_hash(hash))
-            .await
+        self.lookup(
+            |i| &mut i.agents,
+            hash,
+            self.store.agent_by_token_hash(hash),
+        )
+        .await
     }
 
     async fn lookup<T: Clone>(

@@ -232,12 +232,23 @@ async fn unknown_tokens_are_remembered_briefly() {
     assert_eq!(cache.user_by_token_hash("h1").await.unwrap(), None);
     let reads = h.reads();
     assert_eq!(cache.user_by_token_hash("h1").await.unwrap(), None);
-    assert_eq!(h.reads(), reads, "a bad token does not reach the store twice");
-    h.store.create_user_token(&token("bob", "h1")).await.unwrap();
+    assert_eq!(
+        h.reads(),
+        reads,
+        "a bad token does not reach the store twice"
+    );
+    h.store
+        .create_user_token(&token("bob", "h1"))
+        .await
+        .unwrap();
     h.advance(Duration::from_millis(1100));
     cache.poll().await.unwrap();
     assert_eq!(
-        cache.user_by_token_hash("h1").await.unwrap().map(|t| t.user),
+        cache
+            .user_by_token_hash("h1")
+            .await
+            .unwrap()
+            .map(|t| t.user),
         Some("bob".into())
     );
 }
@@ -247,7 +258,10 @@ async fn unknown_tokens_are_remembered_briefly() {
 #[tokio::test]
 async fn outages_serve_stale_then_fail_closed_then_recover() {
     let h = Harness::new().await;
-    h.store.create_user_token(&token("bob", "h1")).await.unwrap();
+    h.store
+        .create_user_token(&token("bob", "h1"))
+        .await
+        .unwrap();
     let cache = h.cache();
     cache.poll().await.unwrap();
     assert!(cache.user_by_token_hash("h1").await.unwrap().is_some());
@@ -273,7 +287,10 @@ async fn outages_serve_stale_then_fail_closed_then_recover() {
         if !serves {
             let error = token.unwrap_err();
             assert!(matches!(error, StoreError::Unavailable(_)), "{error}");
-            assert!(error.to_string().contains("POSTERN_POLICY_STALE_LIMIT_MS"), "{error}");
+            assert!(
+                error.to_string().contains("POSTERN_POLICY_STALE_LIMIT_MS"),
+                "{error}"
+            );
         }
     }
     // Unknown names are not served from nothing while the store is down.
@@ -282,7 +299,11 @@ async fn outages_serve_stale_then_fail_closed_then_recover() {
     cache.poll().await.unwrap();
     assert_eq!(cache.health(), Health::Fresh);
     assert_eq!(
-        cache.user_by_token_hash("h1").await.unwrap().map(|t| t.user),
+        cache
+            .user_by_token_hash("h1")
+            .await
+            .unwrap()
+            .map(|t| t.user),
         Some("bob".into())
     );
 }
@@ -300,5 +321,8 @@ async fn a_read_that_began_before_an_invalidation_is_not_cached() {
     let invalidate = async { cache.invalidate(Source::Local) };
     let (read, ()) = tokio::join!(stale_read, invalidate);
     assert_eq!(read.unwrap(), None);
-    assert!(cache.inner().connections.is_empty(), "the read predates the change");
+    assert!(
+        cache.inner().connections.is_empty(),
+        "the read predates the change"
+    );
 }

@@ -80,7 +80,10 @@ async fn poll(cache: Arc<PolicyCache>, stop: CancellationToken) {
 
 fn log_transition(was: Health, now: Health) {
     match now {
-        Health::Fresh => tracing::info!(was = was.as_str(), "policy store answers again: policy cache fresh"),
+        Health::Fresh => tracing::info!(
+            was = was.as_str(),
+            "policy store answers again: policy cache fresh"
+        ),
         Health::Stale { for_ } => tracing::warn!(
             seconds = for_.as_secs_f32(),
             "policy store unreachable: serving cached policy (stale)"

@@ -36,6 +36,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/v1/openapi.json", get(crate::openapi::openapi))
         .route("/v1/whoami", get(whoami))
         .route(
             "/v1/connections",

@@ -12,6 +12,7 @@ pub mod connection_settings;
 pub mod dev;
 pub mod heartbeat;
 pub mod metrics;
+pub mod openapi;
 pub mod peer;
 pub mod policy_cache;
 pub mod refusal;

@@ -109,6 +109,9 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    // As of this scrape, not of the last poll.
+    let health = shared.policy_cache.health();
+    shared.metrics.policy_cache_state.set(health.gauge());
     (
         [(
             "content-type",

@@ -66,6 +66,9 @@ enum Command {
     /// Manage access rules (admin).
     #[command(subcommand)]
     Rule(crate::access::RuleCommand),
+    /// Policy as code: export it as YAML, apply a file (admin).
+    #[command(subcommand)]
+    Policy(crate::policy::PolicyCommand),
     /// Just-in-time access: ask for, list, approve and deny reviews.
     #[command(subcommand)]
     Review(crate::access::ReviewCommand),
@@ -91,6 +94,13 @@ enum Command {
         /// Only statements.
         #[arg(long)]
         statements: bool,
+        /// Only events at or after this: a duration back from now (30m, 1h,
+        /// 2d) or an RFC 3339 time (2026-03-01T09:30:00Z).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only events before this (same forms as --since).
+        #[arg(long)]
+        until: Option<String>,
     },
 }
 
@@ -205,6 +215,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             reason,
         } => connect(name, SocketAddr::new(bind, port), &reason).await?,
         Command::Rule(command) => crate::access::rules(&client()?, command).await?,
+        Command::Policy(command) => crate::policy::execute(&client()?, command).await?,
         Command::Review(command) => crate::access::reviews(&client()?, command).await?,
         Command::Connection(command) => crate::connections::execute(&client()?, command).await?,
         Command::Agent(AgentCommand::Add { name }) => {
@@ -290,8 +301,20 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             session,
             connection,
             statements,
+            since,
+            until,
         } => {
             let mut query = format!("/v1/audit?limit={limit}");
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            for (name, value) in [("since", since), ("until", until)] {
+                if let Some(value) = value {
+                    let at = crate::when::parse_time(&value, now)
+                        .map_err(|e| anyhow::anyhow!("--{name}: {e}"))?;
+                    query.push_str(&format!("&{name}={at}"));
+                }
+            }
             let action = statements.then(|| "sql.".to_owned());
             for (name, value) in [
                 ("user", user),

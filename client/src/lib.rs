@@ -8,3 +8,5 @@ pub mod cli;
 pub mod config;
 pub mod connect;
 pub mod connections;
+pub mod policy;
+pub mod when;

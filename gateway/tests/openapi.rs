@@ -29,7 +29,11 @@ async fn the_openapi_document_is_served_unauthenticated() {
     .unwrap();
     let response = postern_testkit::http_get(gateway.public_addr, "/v1/openapi.json").await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    assert!(response.to_ascii_lowercase().contains("content-type: application/json"));
+    assert!(
+        response
+            .to_ascii_lowercase()
+            .contains("content-type: application/json")
+    );
     let body = &response[response.find("\r\n\r\n").unwrap() + 4..];
     let doc: serde_json::Value = serde_json::from_str(body).unwrap();
     assert_eq!(doc["openapi"], "3.1.0");

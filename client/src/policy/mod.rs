@@ -117,8 +117,7 @@ pub async fn current(api: &ApiClient) -> Result<PolicyFile, ApiError> {
 /// Applies `plan` in dependency order; stops at the first refusal, saying
 /// what was applied before it.
 async fn apply(api: &ApiClient, desired: &PolicyFile, plan: &Plan) -> anyhow::Result<()> {
-    let mut done = 0;
-    for change in plan.in_apply_order() {
+    for (done, change) in plan.in_apply_order().into_iter().enumerate() {
         if let Err(error) = apply_one(api, desired, change).await {
             let conflict = matches!(&error, ApiError::Refused { code, .. } if code == "conflict");
             anyhow::bail!(
@@ -133,7 +132,6 @@ async fn apply(api: &ApiClient, desired: &PolicyFile, plan: &Plan) -> anyhow::Re
                 }
             );
         }
-        done += 1;
     }
     Ok(())
 }

@@ -166,7 +166,15 @@ mod tests {
     fn verdicts() {
         let t0 = Instant::now();
         // (case, read at, negative, generation confirmed at, now, verdict)
-        let cases: &[(&str, Duration, bool, Option<Duration>, Duration, Verdict)] = &[
+        type Case = (
+            &'static str,
+            Duration,
+            bool,
+            Option<Duration>,
+            Duration,
+            Verdict,
+        );
+        let cases: &[Case] = &[
             ("just read", S(0), false, None, MS(10), Verdict::Hit),
             (
                 "confirmed by a poll",

@@ -417,6 +417,9 @@ mod tests {
         metrics.splice(SplicePath::Peer);
         metrics.route_lookup(false);
         metrics.route_store_error("announce_replica");
+        metrics.policy_cache_lookup("stale");
+        metrics.policy_cache_refresh_failure();
+        metrics.policy_cache_invalidation("poll");
         let text = metrics.encode();
         for name in [
             "postern_sessions_open",
@@ -429,6 +432,10 @@ mod tests {
             "postern_route_lookups_total{result=\"miss\"} 1",
             "postern_route_store_errors_total{operation=\"announce_replica\"} 1",
             "postern_replicas_live",
+            "postern_policy_cache_lookups_total{result=\"stale\"} 1",
+            "postern_policy_cache_refresh_failures_total 1",
+            "postern_policy_cache_invalidations_total{source=\"poll\"} 1",
+            "postern_policy_cache_state 2",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }

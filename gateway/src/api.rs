@@ -39,6 +39,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/openapi.json", get(crate::openapi::openapi))
         .route("/v1/whoami", get(whoami))
         .route(
+            "/v1/auth/config",
+            get(crate::identity::auth_config::auth_config),
+        )
+        .route(
             "/v1/connections",
             get(list_connections).post(create_connection),
         )

@@ -94,6 +94,7 @@ pub async fn start_dev(options: DevOptions) -> anyhow::Result<DevGateway> {
             replica_id: new_replica_id(),
             settings: options.settings.clone(),
             peer: None,
+            oidc: None,
         },
         stores,
     )

@@ -11,6 +11,7 @@ pub mod config;
 pub mod connection_settings;
 pub mod dev;
 pub mod heartbeat;
+pub mod identity;
 pub mod metrics;
 pub mod openapi;
 pub mod peer;
@@ -62,6 +63,8 @@ pub struct GatewayOptions {
     pub settings: Settings,
     /// Proxy peering with other replicas; `None` runs this replica alone.
     pub peer: Option<PeerOptions>,
+    /// The OIDC issuer whose tokens people log in with; `None`: API tokens only.
+    pub oidc: Option<identity::oidc::OidcConfig>,
 }
 
 /// How this replica works with the others.
@@ -109,6 +112,8 @@ pub enum StartError {
     PeerAdvertise(SocketAddr),
     #[error("cannot make the peer port's TLS certificate: {0}")]
     PeerTls(#[from] postern_tunnel::tls::TlsError),
+    #[error("POSTERN_OIDC_ISSUER: {0}")]
+    Oidc(#[from] identity::oidc::VerifierSetupError),
 }
 
 /// A replica that is serving. Stop it with [`RunningGateway::shutdown`] (drain)
@@ -198,13 +203,13 @@ pub async fn start(options: GatewayOptions, stores: Stores) -> Result<RunningGat
         )))),
         _ => None,
     };
-    let shared = Arc::new(Shared::new(
-        options.replica_id,
-        stores,
-        options.settings,
-        peers,
-        metrics,
-    ));
+    let oidc = match options.oidc {
+        Some(config) => Some(Arc::new(identity::oidc::OidcVerifier::new(config)?)),
+        None => None,
+    };
+    let mut shared = Shared::new(options.replica_id, stores, options.settings, peers, metrics);
+    shared.oidc = oidc;
+    let shared = Arc::new(shared);
     // Policy is read once before the replica reports itself listening, then
     // kept current in the background.
     if let Err(error) = shared.policy_cache.poll().await {

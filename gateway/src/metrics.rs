@@ -48,6 +48,8 @@ pub enum ErrorKind {
     ApprovalRequired,
     /// A compare-and-set write lost to another one.
     Conflict,
+    /// The OIDC issuer's keys cannot be fetched: tokens cannot be checked.
+    IdentityUnavailable,
 }
 
 impl ErrorKind {
@@ -70,6 +72,7 @@ impl ErrorKind {
             ErrorKind::MfaRequired => "mfa_required",
             ErrorKind::ApprovalRequired => "approval_required",
             ErrorKind::Conflict => "conflict",
+            ErrorKind::IdentityUnavailable => "identity_unavailable",
         }
     }
 }

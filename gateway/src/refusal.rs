@@ -35,7 +35,7 @@ impl Refusal {
             ErrorKind::StoreUnavailable => Code::Unavailable,
             ErrorKind::AttachTimeout => Code::DeadlineExceeded,
             ErrorKind::StreamError => Code::Aborted,
-            ErrorKind::AuditUnavailable => Code::Unavailable,
+            ErrorKind::AuditUnavailable | ErrorKind::IdentityUnavailable => Code::Unavailable,
             ErrorKind::MfaRequired | ErrorKind::ApprovalRequired => Code::FailedPrecondition,
             ErrorKind::Conflict => Code::Aborted,
         }
@@ -57,7 +57,8 @@ impl Refusal {
             | ErrorKind::StoreUnavailable
             | ErrorKind::PeerUnavailable
             | ErrorKind::StreamError
-            | ErrorKind::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            | ErrorKind::AuditUnavailable
+            | ErrorKind::IdentityUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

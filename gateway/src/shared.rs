@@ -81,6 +81,8 @@ pub struct Shared {
     pub policy_cache: Arc<PolicyCache>,
     pub settings: Settings,
     draining: AtomicBool,
+    /// Verifies OIDC access tokens; `None` when no issuer is configured.
+    pub oidc: Option<Arc<crate::identity::oidc::OidcVerifier>>,
     /// Cancelled when the replica stops: agent control loops end.
     pub stop: CancellationToken,
 }
@@ -126,6 +128,7 @@ impl Shared {
             metrics,
             settings,
             draining: AtomicBool::new(false),
+            oidc: None,
             stop: CancellationToken::new(),
         }
     }

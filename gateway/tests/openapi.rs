@@ -18,6 +18,7 @@ async fn the_openapi_document_is_served_unauthenticated() {
             replica_id: "gw-openapi".into(),
             settings: Settings::default(),
             peer: None,
+            oidc: None,
         },
         Stores {
             policy: store.clone(),

@@ -76,6 +76,7 @@ async fn replica(
                 ..Settings::default()
             },
             peer: None,
+            oidc: None,
         },
         Stores {
             policy: store.clone(),

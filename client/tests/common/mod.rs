@@ -146,6 +146,7 @@ impl Cluster {
                 replica_id: postern_gateway::new_replica_id(),
                 settings: self.settings.clone(),
                 peer: None,
+                oidc: None,
             },
             stores,
         )

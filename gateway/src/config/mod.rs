@@ -14,6 +14,7 @@ use crate::policy_cache::CacheSettings;
 use crate::{GatewayOptions, Settings, new_replica_id};
 
 mod cluster;
+pub mod oidc;
 
 pub const VARS: &[&str] = &[
     "POSTERN_LISTEN_ADDR",
@@ -43,6 +44,15 @@ pub const VARS: &[&str] = &[
     "POSTERN_REVIEW_WEBHOOK_URL",
     "POSTERN_POLICY_POLL_MS",
     "POSTERN_POLICY_STALE_LIMIT_MS",
+    "POSTERN_OIDC_ISSUER",
+    "POSTERN_OIDC_AUDIENCE",
+    "POSTERN_OIDC_CLIENT_ID",
+    "POSTERN_OIDC_SCOPES",
+    "POSTERN_OIDC_GROUPS_CLAIM",
+    "POSTERN_OIDC_USERNAME_CLAIM",
+    "POSTERN_OIDC_ALGORITHMS",
+    "POSTERN_OIDC_JWKS_REFRESH_COOLDOWN",
+    "POSTERN_OIDC_MFA_ACR",
 ];
 
 #[derive(Debug)]
@@ -221,6 +231,7 @@ impl GatewayConfig {
                 replica_id: env.or("POSTERN_REPLICA_ID", new_replica_id())?,
                 settings: settings_from_env(env)?,
                 peer: cluster::peer_options(env, redis_url.as_ref())?,
+                oidc: oidc::from_env(env)?,
             },
             policy_store: policy_store(env)?,
             bootstrap_admin_token,

@@ -131,6 +131,7 @@ impl Replicas {
                         })
                     },
                 }),
+                oidc: None,
             },
             stores,
         )

@@ -95,10 +95,11 @@ impl ApiClient {
         body: Option<&B>,
     ) -> Result<T, ApiError> {
         let url = format!("{}{}", self.login.gateway_url.trim_end_matches('/'), path);
-        let mut request = self
-            .http
-            .request(method, &url)
-            .bearer_auth(self.login.token.expose());
+        let mut request = self.http.request(method, &url);
+        // Empty before logging in: public routes (`/v1/auth/config`) only.
+        if !self.login.token.is_empty() {
+            request = request.bearer_auth(self.login.token.expose());
+        }
         if let Some(body) = body {
             request = request.json(body);
         }

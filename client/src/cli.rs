@@ -11,6 +11,7 @@ use crate::api::ApiClient;
 use crate::config::{Login, config_path};
 use crate::connect::Connector;
 use crate::connections::{ConnectionCommand, ConnectionView, client_hint};
+use crate::login::LoginRequest;
 
 #[derive(Parser)]
 #[command(
@@ -25,15 +26,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Save the gateway URL and your token, after checking them.
+    /// Log in: through the gateway's identity provider (device code by
+    /// default, works over SSH), or with an API token (`--token`).
     Login {
         /// e.g. https://postern.example.com
         gateway_url: String,
+        /// An API token (automation); without it, single sign-on.
         #[arg(long, env = "POSTERN_TOKEN", hide_env_values = true)]
-        token: String,
+        token: Option<String>,
         /// PEM file of the CA that signed the gateway's certificate (dev mode prints it).
         #[arg(long)]
         ca_cert: Option<PathBuf>,
+        /// Log in in a browser on this computer (loopback redirect with PKCE)
+        /// instead of with a device code.
+        #[arg(long, conflicts_with = "token")]
+        browser: bool,
+        /// Ask the identity provider for multi-factor authentication.
+        #[arg(long, conflicts_with = "token")]
+        mfa: bool,
     },
     /// Forget the saved login.
     Logout,
@@ -147,8 +157,9 @@ pub async fn run() -> i32 {
     }
 }
 
-fn client() -> anyhow::Result<ApiClient> {
-    Ok(ApiClient::new(Login::load()?)?)
+/// The API client for the saved login, its token renewed first if it is about to expire.
+async fn client() -> anyhow::Result<ApiClient> {
+    Ok(ApiClient::new(crate::login::fresh(Login::load()?).await?)?)
 }
 
 async fn execute(command: Command) -> anyhow::Result<()> {
@@ -157,24 +168,17 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             gateway_url,
             token,
             ca_cert,
+            browser,
+            mfa,
         } => {
-            let ca_cert = ca_cert.map(|p| std::fs::canonicalize(&p).unwrap_or(p));
-            let login = Login {
-                gateway_url: gateway_url.trim_end_matches('/').to_owned(),
-                token: token.into(),
+            crate::login::run(LoginRequest {
+                gateway_url,
+                token,
                 ca_cert,
-            };
-            let api = ApiClient::new(login.clone())?;
-            let me: Value = api.get("/v1/whoami").await?;
-            let path = config_path()?;
-            login.save(&path)?;
-            println!(
-                "Logged in to {} as {} ({}). Saved to {}.",
-                login.gateway_url,
-                me["user"].as_str().unwrap_or("?"),
-                me["role"].as_str().unwrap_or("?"),
-                path.display()
-            );
+                browser,
+                mfa,
+            })
+            .await?
         }
         Command::Logout => {
             let path = config_path()?;
@@ -185,7 +189,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Whoami => {
-            let me: Value = client()?.get("/v1/whoami").await?;
+            let me: Value = client().await?.get("/v1/whoami").await?;
             let groups: Vec<&str> = me["groups"]
                 .as_array()
                 .map(|g| g.iter().filter_map(Value::as_str).collect())
@@ -194,7 +198,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 "{} ({}) on {}\n  groups: {}\n  mfa: {}",
                 me["user"].as_str().unwrap_or("?"),
                 me["role"].as_str().unwrap_or("?"),
-                client()?.login().gateway_url,
+                client().await?.login().gateway_url,
                 if groups.is_empty() {
                     "none".to_owned()
                 } else {
@@ -207,19 +211,21 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 },
             );
         }
-        Command::Ls => crate::connections::list(&client()?).await?,
+        Command::Ls => crate::connections::list(&client().await?).await?,
         Command::Connect {
             name,
             port,
             bind,
             reason,
         } => connect(name, SocketAddr::new(bind, port), &reason).await?,
-        Command::Rule(command) => crate::access::rules(&client()?, command).await?,
-        Command::Policy(command) => crate::policy::execute(&client()?, command).await?,
-        Command::Review(command) => crate::access::reviews(&client()?, command).await?,
-        Command::Connection(command) => crate::connections::execute(&client()?, command).await?,
+        Command::Rule(command) => crate::access::rules(&client().await?, command).await?,
+        Command::Policy(command) => crate::policy::execute(&client().await?, command).await?,
+        Command::Review(command) => crate::access::reviews(&client().await?, command).await?,
+        Command::Connection(command) => {
+            crate::connections::execute(&client().await?, command).await?
+        }
         Command::Agent(AgentCommand::Add { name }) => {
-            let api = client()?;
+            let api = client().await?;
             let created: Value = api.post("/v1/agents", &json!({ "name": name })).await?;
             let token = created["token"].as_str().unwrap_or_default();
             println!("Agent {name} registered. Its token is shown only now:\n\n  {token}\n");
@@ -229,11 +235,14 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             );
         }
         Command::Agent(AgentCommand::Rm { name }) => {
-            client()?.delete(&format!("/v1/agents/{name}")).await?;
+            client()
+                .await?
+                .delete(&format!("/v1/agents/{name}"))
+                .await?;
             println!("Removed agent {name}.");
         }
         Command::Agent(AgentCommand::Ls) => {
-            let agents: Vec<Value> = client()?.get("/v1/agents").await?;
+            let agents: Vec<Value> = client().await?.get("/v1/agents").await?;
             println!("{:<24} CONNECTED", "NAME");
             for agent in agents {
                 println!(
@@ -248,7 +257,8 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Token(TokenCommand::Add { user, role, groups }) => {
-            let created: Value = client()?
+            let created: Value = client()
+                .await?
                 .post(
                     "/v1/tokens",
                     &json!({ "user": user, "role": role, "groups": groups }),
@@ -260,7 +270,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             );
         }
         Command::Token(TokenCommand::Ls) => {
-            let tokens: Vec<Value> = client()?.get("/v1/tokens").await?;
+            let tokens: Vec<Value> = client().await?.get("/v1/tokens").await?;
             println!("{:<24} {:<8} GROUPS", "USER", "ROLE");
             for token in tokens {
                 let groups: Vec<&str> = token["groups"]
@@ -276,7 +286,8 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Sessions { limit } => {
-            let sessions: Vec<Value> = client()?
+            let sessions: Vec<Value> = client()
+                .await?
                 .get(&format!("/v1/sessions?limit={limit}"))
                 .await?;
             println!(
@@ -326,7 +337,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                     query.push_str(&format!("&{name}={}", url_encode(&value)));
                 }
             }
-            let events: Vec<Value> = client()?.get(&query).await?;
+            let events: Vec<Value> = client().await?.get(&query).await?;
             for e in events {
                 println!(
                     "{} {} {} {} {} {} {}",
@@ -345,7 +356,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
 }
 
 async fn connect(name: String, addr: SocketAddr, reason: &str) -> anyhow::Result<()> {
-    let api = client()?;
+    let api = client().await?;
     // Rules, MFA and approval first: a refusal names its rule or group here,
     // and an approval is asked for and waited on before anything listens.
     crate::access::ensure_access(&api, &name, reason).await?;
@@ -379,11 +390,11 @@ async fn connect(name: String, addr: SocketAddr, reason: &str) -> anyhow::Result
     println!("Press Ctrl-C to stop.");
     let url = login.gateway_url.clone();
     let fresh_ca = ca.clone();
-    let mut connector = Connector::new(channel, login.token.clone(), &name)?.with_fresh_channels(
-        std::sync::Arc::new(move || {
+    let mut connector = Connector::new(channel, login.token.clone(), &name)?
+        .with_fresh_channels(std::sync::Arc::new(move || {
             postern_tunnel::http2::lazy_channel(&url, fresh_ca.as_deref()).ok()
-        }),
-    );
+        }))
+        .with_tokens(crate::login::Tokens::new(login.clone()));
     if connection.kind == "postgres" {
         // The agent speaks to the database (with TLS if configured); the local
         // hop is loopback, so the client's encryption request is declined here.

@@ -22,6 +22,8 @@ pub struct Connector {
     channel: Channel,
     fresh_channel: Option<ChannelFactory>,
     token: Secret,
+    /// Renews an OIDC login's token before sessions open; `None`: `token` as is.
+    tokens: Option<Arc<crate::login::Tokens>>,
     connection: AsciiMetadataValue,
     name: Arc<str>,
     /// Kind postgres: answer the client's encryption requests locally.
@@ -45,6 +47,7 @@ impl Connector {
             channel,
             fresh_channel: None,
             token,
+            tokens: None,
             connection: value,
             name: connection.into(),
             postgres_negotiation: false,
@@ -67,6 +70,12 @@ impl Connector {
         self
     }
 
+    /// Each session gets a bearer from `tokens`, renewed when it is about to expire.
+    pub fn with_tokens(mut self, tokens: Arc<crate::login::Tokens>) -> Self {
+        self.tokens = Some(tokens);
+        self
+    }
+
     /// Opens a session and splices `socket` onto it until both sides close.
     /// Returns (bytes sent, bytes received).
     pub async fn session(&self, mut socket: TcpStream) -> Result<(u64, u64), SessionError> {
@@ -76,10 +85,17 @@ impl Connector {
         } else {
             Vec::new()
         };
+        let token = match &self.tokens {
+            Some(tokens) => tokens
+                .bearer()
+                .await
+                .map_err(|e| SessionError::Refused(e.to_string()))?,
+            None => self.token.clone(),
+        };
         let opened = open_session(
             self.channel.clone(),
             self.fresh_channel.as_ref(),
-            &self.token,
+            &token,
             &self.connection,
         )
         .await;

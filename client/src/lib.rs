@@ -8,5 +8,8 @@ pub mod cli;
 pub mod config;
 pub mod connect;
 pub mod connections;
+pub mod login;
+pub mod loopback;
+pub mod oauth;
 pub mod policy;
 pub mod when;

@@ -89,6 +89,7 @@ async fn wrong_or_missing_user_tokens_are_refused() {
         gateway_url: cluster.url.clone(),
         token: Secret::new("pst_user_nope"),
         ca_cert: Some(cluster.ca_path.clone()),
+        oidc: None,
     };
     match ApiClient::new(login)
         .unwrap()
@@ -105,6 +106,7 @@ async fn wrong_or_missing_user_tokens_are_refused() {
         gateway_url: cluster.url.clone(),
         token: cluster.user_token.clone(),
         ca_cert: Some(cluster.ca_path.clone()),
+        oidc: None,
     };
     let body = serde_json::json!({ "name": "x", "kind": "tcp", "target": "h:1", "agent": AGENT });
     match ApiClient::new(login)

@@ -218,6 +218,7 @@ async fn h2c_mode_carries_sessions_and_the_api() {
         gateway_url: cluster.url.clone(),
         token: cluster.user_token.clone(),
         ca_cert: None,
+        oidc: None,
     };
     let me: serde_json::Value = postern::api::ApiClient::new(login)
         .unwrap()

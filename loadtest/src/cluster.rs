@@ -62,6 +62,7 @@ impl ClusterConfig {
             gateway_url: replica.url(),
             token: self.admin_token.clone(),
             ca_cert: Some(self.certs.ca_path()),
+            oidc: None,
         })?)
     }
 }

@@ -194,6 +194,13 @@ mod tests {
     }
 
     #[test]
+    fn the_variables_are_known_to_the_typo_check() {
+        for var in VARS {
+            assert!(crate::config::VARS.contains(var), "{var}");
+        }
+    }
+
+    #[test]
     fn durations() {
         for (text, expected) in [
             ("10s", Some(Duration::from_secs(10))),

@@ -13,6 +13,8 @@ use serde_json::Value;
 use super::checks::check_claims;
 use super::claims::ClaimMapping;
 use super::jwks::{JwksCache, JwksError};
+/// Tells an OIDC token from a Postern API key (see [`super::jwt`]).
+pub use super::jwt::looks_like_jwt;
 use super::jwt::parse_header;
 
 pub const DEFAULT_SCOPES: &str = "openid profile email offline_access";

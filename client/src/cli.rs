@@ -189,7 +189,8 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Whoami => {
-            let me: Value = client().await?.get("/v1/whoami").await?;
+            let api = client().await?;
+            let me: Value = api.get("/v1/whoami").await?;
             let groups: Vec<&str> = me["groups"]
                 .as_array()
                 .map(|g| g.iter().filter_map(Value::as_str).collect())
@@ -198,7 +199,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 "{} ({}) on {}\n  groups: {}\n  mfa: {}",
                 me["user"].as_str().unwrap_or("?"),
                 me["role"].as_str().unwrap_or("?"),
-                client().await?.login().gateway_url,
+                api.login().gateway_url,
                 if groups.is_empty() {
                     "none".to_owned()
                 } else {

@@ -278,6 +278,9 @@ pub async fn run(request: LoginRequest) -> Result<(), LoginError> {
         mfa: request.mfa,
     });
     apply(&mut login, tokens);
+    // The gateway checks the token as it will on every call: a refusal here
+    // (wrong audience, unknown issuer) fails the login, and nothing is saved.
+    let me: Value = ApiClient::new(login.clone())?.get("/v1/whoami").await?;
     let path = login.save_default()?;
     let claims = unverified_claims(login.token.expose()).unwrap_or_default();
     let name = ["email", "preferred_username", "sub"]
@@ -290,14 +293,24 @@ pub async fn run(request: LoginRequest) -> Result<(), LoginError> {
         oidc.issuer,
         path.display()
     );
-    match ApiClient::new(login)?.get::<Value>("/v1/whoami").await {
-        Ok(me) => println!(
-            "The gateway knows you as {} ({}).",
-            me["user"].as_str().unwrap_or("?"),
-            me["role"].as_str().unwrap_or("?")
-        ),
-        Err(e) => eprintln!("postern: warning: the gateway does not accept this login yet: {e}"),
-    }
+    println!(
+        "The gateway knows you as {} (groups: {}; MFA: {}).",
+        me["user"].as_str().unwrap_or("?"),
+        me["groups"]
+            .as_array()
+            .map(|g| g
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", "))
+            .filter(|g| !g.is_empty())
+            .unwrap_or_else(|| "none".into()),
+        if me["mfa"].as_bool() == Some(true) {
+            "yes"
+        } else {
+            "no"
+        },
+    );
     Ok(())
 }
 

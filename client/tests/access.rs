@@ -542,3 +542,119 @@ async fn connect_without_exec_is_read_only_on_postgres() {
         "{opened:?}"
     );
 }
+
+/// People from the identity provider: groups from its claim decide, a login
+/// without a second factor is refused with how to log in again, and
+/// `postern login --mfa` then `postern connect` gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oidc_logins_meet_rules_and_mfa_through_postern_connect() {
+    use postern_testkit::oidc::TestIssuer;
+    use serde_json::json;
+    let issuer = TestIssuer::start().await;
+    let env = postern_tunnel::env::Env::from_pairs([
+        ("POSTERN_OIDC_ISSUER", issuer.issuer()),
+        ("POSTERN_OIDC_AUDIENCE", issuer.audience()),
+        ("POSTERN_OIDC_CLIENT_ID", issuer.client_id()),
+        ("POSTERN_OIDC_MFA_ACR", "urn:postern:test:mfa".to_owned()),
+    ]);
+    let oidc = postern_gateway::config::oidc::from_env(&env)
+        .unwrap()
+        .unwrap();
+    let cluster = Cluster::start_with_oidc(oidc).await;
+    let echo = echo_server().await.to_string();
+    cluster.add_connection("vault", &echo, AGENT).await;
+    replace_rule(
+        &*cluster.store,
+        &AccessRule::new("sre-vault", &["sre"], &["vault"], &[Action::Connect]),
+    )
+    .await
+    .unwrap();
+    let (ok, _, err) = run_postern(
+        cluster.cli_env_as(&cluster.admin_token),
+        &["connection", "access", "vault", "--require-mfa"],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let as_token = |token: String| cluster.cli_env_as(&postern_tunnel::Secret::new(token));
+    let with = |extra: serde_json::Value| {
+        let mut claims = issuer.claims("sam");
+        for (name, value) in extra.as_object().unwrap() {
+            claims[name] = value.clone();
+        }
+        issuer.issue(&claims)
+    };
+
+    // Groups come from the token; one factor is not enough for this connection.
+    let one_factor = with(json!({"groups": ["sre"], "amr": ["pwd"]}));
+    let (ok, out, _) = run_postern(as_token(one_factor.clone()), &["whoami"]).await;
+    assert!(
+        ok && out.starts_with("sam@example.com (person)")
+            && out.contains("groups: sre")
+            && out.contains("mfa: no"),
+        "{out}"
+    );
+    let (ok, _, err) = run_postern(
+        as_token(one_factor.clone()),
+        &["connect", "vault", "--port", "0"],
+    )
+    .await;
+    assert!(!ok);
+    assert!(
+        err.contains("requires MFA") && err.contains("postern login <gateway-url> --mfa"),
+        "{err}"
+    );
+    // The gateway refuses the session itself, and audits it.
+    let status = raw_open(&cluster, &postern_tunnel::Secret::new(one_factor), "vault")
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    // MFA, but not in the group the rule names.
+    let wrong_group = with(json!({"groups": ["dev"], "amr": ["pwd", "mfa"]}));
+    let (ok, _, err) =
+        run_postern(as_token(wrong_group), &["connect", "vault", "--port", "0"]).await;
+    assert!(
+        !ok && err.contains("rule \"sre-vault\" needs group sre")
+            && err.contains("your groups: dev"),
+        "{err}"
+    );
+    // A forged or expired token is refused before any rule is looked at.
+    let (ok, _, err) = run_postern(as_token(issuer.expired("sam")), &["ls"]).await;
+    assert!(!ok && err.contains("expired"), "{err}");
+    let forged = TestIssuer::tamper(&with(json!({"groups": ["sre"], "amr": ["mfa"]})));
+    let (ok, _, err) = run_postern(as_token(forged), &["ls"]).await;
+    assert!(!ok && err.contains("unauthenticated"), "{err}");
+
+    // The whole way: `postern login --mfa` (device flow), then `postern connect`.
+    issuer.set_auto_approve(Some(json!({"sub": "sam", "groups": ["sre"]})));
+    let config = cluster.dir.path().join("sam.json");
+    let env = vec![("POSTERN_CONFIG".to_owned(), config.display().to_string())];
+    let ca = cluster.ca_path.display().to_string();
+    let (ok, out, err) = run_postern(
+        env.clone(),
+        &["login", &cluster.url, "--ca-cert", &ca, "--mfa"],
+    )
+    .await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("MFA: yes"), "{out}");
+    let (mut child, mut lines) = spawn_postern(
+        env,
+        &["connect", "vault", "--port", "0"],
+        std::process::Stdio::inherit(),
+    );
+    let port = listening_port(&lines.recv().await.expect("listening line"));
+    echo_once(SocketAddr::from(([127, 0, 0, 1], port)), b"two factors").await;
+    child.kill().await.unwrap();
+    let opened = audit(&cluster, "sam@example.com", "session.open").await;
+    assert!(
+        opened
+            .iter()
+            .any(|e| e.outcome == "ok" && e.detail.contains("rule=sre-vault")),
+        "{opened:?}"
+    );
+    assert!(
+        opened
+            .iter()
+            .any(|e| e.outcome == "denied" && e.detail.contains("mfa_required")),
+        "{opened:?}"
+    );
+}

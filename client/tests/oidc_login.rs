@@ -264,10 +264,11 @@ async fn device_login_saves_tokens_and_they_are_refreshed_before_use() {
         assert_eq!(mode & 0o777, 0o600);
     }
 
-    // The next call to the gateway renews the token first (whatever the
-    // gateway then makes of it).
+    // The next call to the gateway renews the token first, and the gateway
+    // takes the renewed one.
     assert_eq!(issuer.refresh_count(), 0);
-    let _ = finish(setup.cli(&["ls"]).spawn().unwrap()).await;
+    let (ok, _, stderr) = finish(setup.cli(&["whoami"]).spawn().unwrap()).await;
+    assert!(ok, "{stderr}");
     assert_eq!(issuer.refresh_count(), 1);
     let renewed = setup.saved();
     assert_ne!(renewed["token"], saved["token"]);

@@ -25,6 +25,9 @@ impl Shared {
                 format!("{e}; run `postern login`"),
             ))
         })?;
+        if crate::identity::oidc::looks_like_jwt(token.expose()) {
+            return self.authenticate_oidc(token.expose()).await;
+        }
         match self
             .policy_cache
             .user_by_token_hash(&hash_token(token.expose()))
@@ -45,6 +48,33 @@ impl Shared {
             ))),
             Err(e) => Err(self.refuse(e.into())),
         }
+    }
+
+    /// A JWT from the configured issuer, verified against its keys; its
+    /// groups claim gives the groups, `amr`/`acr` whether MFA was used.
+    async fn authenticate_oidc(&self, token: &str) -> Result<Principal, Refusal> {
+        let Some(verifier) = &self.oidc else {
+            return Err(self.refuse(Refusal::new(
+                ErrorKind::Unauthenticated,
+                "this gateway accepts no identity-provider tokens (no POSTERN_OIDC_ISSUER): log in with an API key, `postern login <gateway-url> --token T`",
+            )));
+        };
+        let identity = verifier
+            .verify(token)
+            .await
+            .map_err(|e| self.refuse(e.into()))?;
+        Ok(Principal {
+            mfa: proves_mfa(
+                &identity.amr,
+                identity.acr.as_deref(),
+                verifier.config().mfa_acr.as_deref(),
+            ),
+            name: identity.name,
+            groups: identity.groups,
+            credential: Credential::Oidc {
+                expires_at_ms: identity.expires_at_ms,
+            },
+        })
     }
 
     /// Access rules, connection requirements and grants, through the policy
@@ -75,6 +105,18 @@ impl Shared {
             }
         }
     }
+}
+
+/// Whether a token's authentication methods prove a second factor: `amr`
+/// says `mfa` (RFC 8176; Okta, Entra ID, Auth0), or names a password and a
+/// second factor together, or `acr` is the class the gateway asks for with
+/// `postern login --mfa` (POSTERN_OIDC_MFA_ACR). Anything else is one factor.
+pub fn proves_mfa(amr: &[String], acr: Option<&str>, mfa_acr: Option<&str>) -> bool {
+    const SECOND_FACTORS: &[&str] = &["otp", "hwk", "swk", "sms", "sc", "fpt", "face", "iris"];
+    let has = |method: &str| amr.iter().any(|m| m == method);
+    has("mfa")
+        || (amr.len() >= 2 && SECOND_FACTORS.iter().any(|f| has(f)))
+        || matches!((acr, mfa_acr), (Some(acr), Some(wanted)) if acr == wanted)
 }
 
 /// What a session may do, as decided when it opened.
@@ -174,6 +216,46 @@ impl Shared {
         if let Err(e) = self.stores.audit.record(&event).await {
             tracing::error!(error = %e, ?event, "cannot write audit event");
             self.metrics.error(ErrorKind::AuditUnavailable);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::proves_mfa;
+
+    /// amr, acr, the acr the gateway trusts, proves MFA.
+    type Case = (
+        &'static [&'static str],
+        Option<&'static str>,
+        Option<&'static str>,
+        bool,
+    );
+
+    #[test]
+    fn mfa_proof_table() {
+        let cases: &[Case] = &[
+            (&["pwd", "mfa"], None, None, true),
+            (&["mfa"], None, None, true),
+            (&["pwd", "otp"], None, None, true),
+            (&["pwd", "hwk"], None, None, true),
+            (&["pwd"], None, None, false),
+            (&[], None, None, false),
+            // One method alone, even a key, is one factor.
+            (&["otp"], None, None, false),
+            (&["pwd", "kba"], None, None, false),
+            (&["pwd"], Some("urn:mfa"), Some("urn:mfa"), true),
+            (&["pwd"], Some("urn:basic"), Some("urn:mfa"), false),
+            // An acr means nothing unless the gateway names the one it trusts.
+            (&["pwd"], Some("urn:mfa"), None, false),
+        ];
+        for (amr, acr, wanted, expected) in cases {
+            let amr: Vec<String> = amr.iter().map(|m| m.to_string()).collect();
+            assert_eq!(
+                proves_mfa(&amr, *acr, *wanted),
+                *expected,
+                "{amr:?} {acr:?} {wanted:?}"
+            );
         }
     }
 }

@@ -35,6 +35,7 @@ pub struct Cluster {
     pub agent_token: Secret,
     pub agent: Option<AgentHandle>,
     pub settings: Settings,
+    pub oidc: Option<postern_gateway::identity::oidc::OidcConfig>,
     /// false: plaintext HTTP/2 (h2c), as behind a platform that terminates TLS.
     pub tls: bool,
     identity_paths: (PathBuf, PathBuf),
@@ -59,6 +60,19 @@ impl Cluster {
     }
 
     pub async fn start_with(tls: bool, settings: Settings) -> Self {
+        Self::start_full(tls, settings, None).await
+    }
+
+    /// A gateway that also accepts tokens from an OIDC issuer.
+    pub async fn start_with_oidc(oidc: postern_gateway::identity::oidc::OidcConfig) -> Self {
+        Self::start_full(true, test_settings(), Some(oidc)).await
+    }
+
+    async fn start_full(
+        tls: bool,
+        settings: Settings,
+        oidc: Option<postern_gateway::identity::oidc::OidcConfig>,
+    ) -> Self {
         // POSTERN_TEST_LOG=info (or debug) shows the gateway's and agent's logs.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_env("POSTERN_TEST_LOG"))
@@ -113,6 +127,7 @@ impl Cluster {
             agent_token,
             agent: None,
             settings,
+            oidc,
             tls,
             identity_paths: (certs.cert_path(), certs.key_path()),
             dir,
@@ -146,7 +161,7 @@ impl Cluster {
                 replica_id: postern_gateway::new_replica_id(),
                 settings: self.settings.clone(),
                 peer: None,
-                oidc: None,
+                oidc: self.oidc.clone(),
             },
             stores,
         )

@@ -219,8 +219,8 @@ pub async fn ensure_access(api: &ApiClient, connection: &str, reason: &str) -> a
                 "postern: {connection} needs an approval from group {}: asked in review {id}; waiting (Ctrl-C to stop)",
                 access["approvers"].as_str().unwrap_or("?")
             );
-            wait_for_decision(api, &id).await?;
-            granted(api, connection).await
+            let renewed = wait_for_decision(api, &id).await?;
+            granted(renewed.as_ref().unwrap_or(api), connection).await
         }
         other => anyhow::bail!("unexpected access decision {other:?} from the gateway"),
     }
@@ -245,8 +245,20 @@ async fn granted(api: &ApiClient, connection: &str) -> anyhow::Result<()> {
     }
 }
 
-async fn wait_for_decision(api: &ApiClient, id: &str) -> anyhow::Result<()> {
+/// Waits until review `id` is decided; returns a client with a renewed token
+/// if the wait outlasted the first one.
+async fn wait_for_decision(api: &ApiClient, id: &str) -> anyhow::Result<Option<ApiClient>> {
+    // Approvers may take longer than an identity provider's access token
+    // lasts: renew it while waiting.
+    let mut login = api.login().clone();
+    let mut renewed: Option<ApiClient> = None;
     loop {
+        let fresh = crate::login::fresh(login.clone()).await?;
+        if fresh.token.expose() != login.token.expose() {
+            renewed = Some(ApiClient::new(fresh.clone())?);
+            login = fresh;
+        }
+        let api = renewed.as_ref().unwrap_or(api);
         let review: Value = api.get(&format!("/v1/reviews/{id}")).await?;
         match review["status"].as_str() {
             Some("approved") => {
@@ -254,7 +266,7 @@ async fn wait_for_decision(api: &ApiClient, id: &str) -> anyhow::Result<()> {
                     "postern: approved by {}",
                     review["decided_by"].as_str().unwrap_or("?")
                 );
-                return Ok(());
+                return Ok(renewed);
             }
             Some("denied") => anyhow::bail!(
                 "review {id} was denied by {}{}",

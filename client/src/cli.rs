@@ -361,6 +361,9 @@ async fn connect(name: String, addr: SocketAddr, reason: &str) -> anyhow::Result
     // Rules, MFA and approval first: a refusal names its rule or group here,
     // and an approval is asked for and waited on before anything listens.
     crate::access::ensure_access(&api, &name, reason).await?;
+    // Waiting for an approval may have renewed (and rotated) the saved
+    // tokens: carry on with what is saved now.
+    let api = client().await?;
     // Check first, so a typo fails here rather than at the first client connection.
     let connections: Vec<ConnectionView> = api.get("/v1/connections").await?;
     let Some(connection) = connections.iter().find(|c| c.name == name) else {

@@ -644,6 +644,71 @@ async fn oidc_logins_meet_rules_and_mfa_through_postern_connect() {
     let port = listening_port(&lines.recv().await.expect("listening line"));
     echo_once(SocketAddr::from(([127, 0, 0, 1], port)), b"two factors").await;
     child.kill().await.unwrap();
+
+    // Waiting for an approval outlasts short access tokens: they are renewed
+    // while `postern connect` waits, and it gets in once approved.
+    let admin = cluster.cli_env_as(&cluster.admin_token);
+    for args in [
+        vec![
+            "rule",
+            "put",
+            "sre-vault",
+            "--group",
+            "sre",
+            "--connection",
+            "vault*",
+            "--action",
+            "connect",
+        ],
+        vec![
+            "connection",
+            "add",
+            "vault-jit",
+            "--target",
+            &echo,
+            "--agent",
+            AGENT,
+        ],
+        vec![
+            "connection",
+            "access",
+            "vault-jit",
+            "--approvers",
+            "dba",
+            "--window",
+            "10m",
+        ],
+    ] {
+        let (ok, _, err) = run_postern(admin.clone(), &args).await;
+        assert!(ok, "{args:?}: {err}");
+    }
+    issuer.set_access_token_lifetime(std::time::Duration::from_secs(5));
+    let env = vec![("POSTERN_CONFIG".to_owned(), config.display().to_string())];
+    let (ok, out, err) = run_postern(env.clone(), &["login", &cluster.url, "--ca-cert", &ca]).await;
+    assert!(ok, "{out}{err}");
+    let (mut child, mut lines) = spawn_postern(
+        env,
+        &["connect", "vault-jit", "--port", "0"],
+        std::process::Stdio::inherit(),
+    );
+    let waiting = lines.recv().await.expect("waiting line");
+    let review = waiting
+        .strip_prefix("waiting for approval ")
+        .unwrap_or_else(|| panic!("{waiting}"))
+        .to_owned();
+    let before = issuer.refresh_count();
+    wait_for(|| async { (issuer.refresh_count() >= before + 2).then_some(()) }).await;
+    let bob = cluster.add_person("bob", &["dba"]).await;
+    let (ok, _, err) = run_postern(cluster.cli_env_as(&bob), &["review", "approve", &review]).await;
+    assert!(ok, "{err}");
+    let port = listening_port(&lines.recv().await.expect("listening line"));
+    echo_once(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        b"after a long wait",
+    )
+    .await;
+    child.kill().await.unwrap();
+
     let opened = audit(&cluster, "sam@example.com", "session.open").await;
     assert!(
         opened

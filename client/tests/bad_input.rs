@@ -307,3 +307,64 @@ async fn an_agent_dials_only_its_allowed_targets() {
     );
     agent.stop().await;
 }
+
+/// What the API's extractors refuse is answered in the API's JSON error
+/// shape, with the status they chose, and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_api_requests_get_json_errors() {
+    let cluster = Cluster::start().await;
+    let mut tls = postern_tunnel::tls::client_config(Some(&cluster.ca_pem)).unwrap();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .build()
+        .unwrap();
+    let url = format!("{}/v1/connections", cluster.url);
+    let token = cluster.admin_token.expose();
+    let cases = [
+        ("application/json", "{not json", 400),
+        ("application/json", r#"{"name": "x"}"#, 422),
+        ("text/plain", r#"{"name": "x"}"#, 415),
+    ];
+    for (content_type, body, status) in cases {
+        let response = http
+            .post(&url)
+            .bearer_auth(token)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), status, "{body}");
+        let error: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["code"], "bad_request", "{error}");
+        assert!(
+            !error["error"]["message"].as_str().unwrap().is_empty(),
+            "{error}"
+        );
+    }
+    let response = http
+        .get(format!("{}/v1/audit?limit=lots", cluster.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let error: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("limit"),
+        "{error}"
+    );
+    let response = http.put(&url).bearer_auth(token).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 405);
+    let error: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "bad_request", "{error}");
+    let metrics = cluster.metrics().await;
+    assert!(
+        metrics.contains("postern_errors_total{kind=\"bad_request\"} 5"),
+        "{metrics}"
+    );
+}

@@ -58,6 +58,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .merge(crate::api_policy::routes())
         .merge(crate::reviews::routes())
         .fallback(not_found)
+        .layer(axum::middleware::map_response_with_state(
+            shared.clone(),
+            crate::api_errors::json_rejections,
+        ))
         .with_state(shared)
 }
 

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod api;
+pub mod api_errors;
 pub mod api_policy;
 pub mod audit_writer;
 pub mod authz;

@@ -382,6 +382,17 @@ async fn reviews_grant_time_boxed_access_and_everything_is_audited() {
         .put_document("grant", "r-old", &expired, 0)
         .await
         .unwrap();
+    // And so does a review decided long ago.
+    let decided_long_ago = serde_json::json!({
+        "id": "r-ancient", "person": "zed", "connection": "prod-db", "reason": "",
+        "approvers": "dba", "window_secs": 60, "status": "approved",
+        "requested_at_ms": 1_000, "decided_by": "bob", "decided_at_ms": 2_000,
+    });
+    cluster
+        .store
+        .put_document("review", "r-ancient", &decided_long_ago, 0)
+        .await
+        .unwrap();
     let (ok, out, err) =
         run_postern(cluster.cli_env_as(&pete), &["review", "request", "prod-db"]).await;
     assert!(
@@ -391,6 +402,18 @@ async fn reviews_grant_time_boxed_access_and_everything_is_audited() {
     assert_eq!(
         cluster.store.document("grant", "r-old").await.unwrap(),
         None
+    );
+    assert_eq!(
+        cluster.store.document("review", "r-ancient").await.unwrap(),
+        None
+    );
+    assert!(
+        cluster
+            .store
+            .document("review", &id)
+            .await
+            .unwrap()
+            .is_some()
     );
     assert!(
         cluster

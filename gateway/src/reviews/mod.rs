@@ -72,26 +72,47 @@ pub async fn pending_for(
     }))
 }
 
-/// Grants past their window decide nothing; they are removed when the next
+/// How long a decided review stays listed; the audit trail keeps it for good.
+pub const DECIDED_REVIEWS_KEPT_MS: i64 = 30 * 24 * 3600 * 1000;
+
+/// Grants past their window decide nothing, and reviews decided long ago are
+/// only history (the audit trail has them): both are removed when the next
 /// review is asked for, so the store does not grow with them. A failure is
 /// logged and left for the next time.
-async fn prune_expired_grants(shared: &Shared) {
+async fn prune(shared: &Shared) {
     let store = &*shared.stores.policy;
-    let grants = match documents::list::<Grant>(store, GRANT).await {
-        Ok(grants) => grants,
-        Err(error) => {
-            tracing::warn!(%error, "cannot list grants to prune");
-            return;
-        }
-    };
     let now = now_ms();
-    for grant in grants.into_iter().filter(|g| g.value.expires_at_ms <= now) {
-        if let Err(error) = store
-            .delete_document(GRANT, &grant.value.review_id, grant.version)
-            .await
-        {
-            tracing::warn!(%error, review = %grant.value.review_id, "cannot prune an expired grant");
+    match documents::list::<Grant>(store, GRANT).await {
+        Ok(grants) => {
+            for grant in grants.into_iter().filter(|g| g.value.expires_at_ms <= now) {
+                remove(shared, GRANT, &grant.value.review_id, grant.version).await;
+            }
         }
+        Err(error) => tracing::warn!(%error, "cannot list grants to prune"),
+    }
+    match documents::list::<Review>(store, REVIEW).await {
+        Ok(reviews) => {
+            let old = |r: &Review| {
+                r.status != ReviewStatus::Pending
+                    && r.decided_at_ms
+                        .is_some_and(|at| now - at > DECIDED_REVIEWS_KEPT_MS)
+            };
+            for review in reviews.into_iter().filter(|r| old(&r.value)) {
+                remove(shared, REVIEW, &review.value.id, review.version).await;
+            }
+        }
+        Err(error) => tracing::warn!(%error, "cannot list reviews to prune"),
+    }
+}
+
+async fn remove(shared: &Shared, kind: &str, key: &str, version: u64) {
+    if let Err(error) = shared
+        .stores
+        .policy
+        .delete_document(kind, key, version)
+        .await
+    {
+        tracing::warn!(%error, kind, key, "cannot prune");
     }
 }
 
@@ -177,7 +198,7 @@ async fn request_review(
             return Err(shared.refuse(Refusal::new(ErrorKind::MfaRequired, reason)));
         }
     };
-    prune_expired_grants(&shared).await;
+    prune(&shared).await;
     if let Some(pending) = pending_for(&shared, &principal.name, &connection.name).await? {
         return Ok((StatusCode::OK, Json(pending)));
     }

@@ -17,20 +17,7 @@ impl Admin<'_> {
     /// Runs `postern ARGS` as the admin; returns (success, stdout, stderr).
     async fn run(&self, args: &[&str]) -> (bool, String, String) {
         let c = self.cluster;
-        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_postern"))
-            .args(args)
-            .env("POSTERN_CONFIG", c.dir.path().join("admin-cli.json"))
-            .env("POSTERN_GATEWAY_URL", &c.url)
-            .env("POSTERN_TOKEN", c.admin_token.expose())
-            .env("POSTERN_CA_CERT", &c.ca_path)
-            .output()
-            .await
-            .unwrap();
-        (
-            output.status.success(),
-            String::from_utf8(output.stdout).unwrap(),
-            String::from_utf8(output.stderr).unwrap(),
-        )
+        common::run_postern(c.cli_env_as(&c.admin_token), args).await
     }
 
     async fn ok(&self, args: &[&str]) -> String {

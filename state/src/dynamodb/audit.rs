@@ -5,11 +5,12 @@ use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
+use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 
 use super::items::*;
-use super::{AUDIT_SHARDS, DynamoStore, sdk_error};
+use super::{AUDIT_SHARDS, DynamoStore, build_error, sdk_error};
 use crate::model::*;
-use crate::{AuditSink, StoreResult};
+use crate::{AuditSink, StoreError, StoreResult};
 
 /// Items evaluated per page when a filter may drop most of them.
 const FILTERED_PAGE: i32 = 200;
@@ -79,18 +80,74 @@ fn with_filters(
     }
 }
 
+/// BatchWriteItem takes at most 25 items; what it leaves unprocessed
+/// (throttling) is sent again, this many times, backing off.
+const BATCH_ITEMS: usize = 25;
+const BATCH_ATTEMPTS: u32 = 8;
+
+#[derive(Debug, thiserror::Error)]
+#[error("DynamoDB left {0} audit events unwritten after {BATCH_ATTEMPTS} tries")]
+struct Unprocessed(usize);
+
+impl DynamoStore {
+    /// The event's item, under a sort key unique to this writer and in the
+    /// order events are recorded.
+    fn next_audit_item(&self, event: &AuditEvent) -> Item {
+        let count = self.counter.fetch_add(1, Ordering::Relaxed);
+        let sort_key = format!("{}#{:08x}#{count:012}", time_key(event.at_ms), self.writer);
+        audit_item(event, count % AUDIT_SHARDS, &sort_key)
+    }
+}
+
 #[async_trait]
 impl AuditSink for DynamoStore {
     async fn record(&self, event: &AuditEvent) -> StoreResult<()> {
-        let count = self.counter.fetch_add(1, Ordering::Relaxed);
-        let sort_key = format!("{}#{:08x}#{count:012}", time_key(event.at_ms), self.writer);
         self.client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(audit_item(event, count % AUDIT_SHARDS, &sort_key)))
+            .set_item(Some(self.next_audit_item(event)))
             .send()
             .await
             .map_err(sdk_error)?;
+        Ok(())
+    }
+
+    /// BatchWriteItem, 25 events a request (statement audit comes in bursts).
+    async fn record_batch(&self, events: &[AuditEvent]) -> StoreResult<()> {
+        for chunk in events.chunks(BATCH_ITEMS) {
+            let mut requests = chunk
+                .iter()
+                .map(|event| {
+                    let put = PutRequest::builder()
+                        .set_item(Some(self.next_audit_item(event)))
+                        .build()
+                        .map_err(build_error)?;
+                    Ok(WriteRequest::builder().put_request(put).build())
+                })
+                .collect::<StoreResult<Vec<_>>>()?;
+            for attempt in 1.. {
+                let output = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, requests)
+                    .send()
+                    .await
+                    .map_err(sdk_error)?;
+                requests = output
+                    .unprocessed_items
+                    .and_then(|mut left| left.remove(&self.table))
+                    .unwrap_or_default();
+                if requests.is_empty() {
+                    break;
+                }
+                if attempt >= BATCH_ATTEMPTS {
+                    return Err(StoreError::Unavailable(Box::new(Unprocessed(
+                        requests.len(),
+                    ))));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10 << attempt)).await;
+            }
+        }
         Ok(())
     }
 

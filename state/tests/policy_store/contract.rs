@@ -26,6 +26,8 @@ pub async fn run_all(store: Shared) {
     audit_queries_filter_limit_and_order(&*store).await;
     eprintln!("contract: audit by time");
     audit_queries_by_time(&*store).await;
+    eprintln!("contract: large audit batches");
+    large_audit_batches_keep_every_event_in_order(&*store).await;
     super::documents::run_all(store.clone()).await;
     eprintln!("contract: concurrency");
     super::concurrency::run_all(store).await;
@@ -508,4 +510,30 @@ async fn audit_queries_by_time(store: &dyn Store) {
         .map(|e| e.at_ms)
         .collect();
     assert_eq!(got, vec![base + 2_000, base + 1_000]);
+}
+
+/// A batch larger than any one backend request (DynamoDB takes 25 items).
+async fn large_audit_batches_keep_every_event_in_order(store: &dyn Store) {
+    let events: Vec<AuditEvent> = (0..60)
+        .map(|n| AuditEvent {
+            // Two events a millisecond: order within one must hold too.
+            at_ms: 9_000_000 + n / 2,
+            detail: format!("batched {n}"),
+            ..event(0, "batcher", "sql.statement", "orders", Some("batch-s"))
+        })
+        .collect();
+    store.record_batch(&events).await.unwrap();
+    let got: Vec<String> = store
+        .events(&AuditQuery {
+            actor: Some("batcher".into()),
+            limit: 100,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.detail)
+        .collect();
+    let expected: Vec<String> = (0..60).rev().map(|n| format!("batched {n}")).collect();
+    assert_eq!(got, expected);
 }

@@ -106,7 +106,8 @@ pub async fn rules(api: &ApiClient, command: RuleCommand) -> anyhow::Result<()> 
     Ok(())
 }
 
-fn joined(list: &Value) -> String {
+/// A JSON list of strings as `a,b,c`.
+pub(crate) fn joined(list: &Value) -> String {
     list.as_array()
         .map(|items| {
             items

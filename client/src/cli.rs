@@ -274,15 +274,11 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             let tokens: Vec<Value> = client().await?.get("/v1/tokens").await?;
             println!("{:<24} {:<8} GROUPS", "USER", "ROLE");
             for token in tokens {
-                let groups: Vec<&str> = token["groups"]
-                    .as_array()
-                    .map(|g| g.iter().filter_map(Value::as_str).collect())
-                    .unwrap_or_default();
                 println!(
                     "{:<24} {:<8} {}",
                     token["user"].as_str().unwrap_or("?"),
                     token["role"].as_str().unwrap_or("?"),
-                    groups.join(",")
+                    crate::access::joined(&token["groups"])
                 );
             }
         }

@@ -184,6 +184,13 @@ struct ConnectionView {
     agent_connected: bool,
 }
 
+/// A connection is shown to whoever may reach or administer it.
+fn may_see(principal: &Principal, name: &str, rules: &[crate::access::AccessRule]) -> bool {
+    [Action::Connect, Action::Admin]
+        .into_iter()
+        .any(|action| decide(principal, action, name, rules).is_allowed())
+}
+
 async fn list_connections(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -191,16 +198,10 @@ async fn list_connections(
     let principal = user(&shared, &headers).await?;
     let connections = shared.stored(shared.stores.policy.connections().await)?;
     let snapshot = shared.policy_snapshot().await?;
-    // Only what the caller may reach (or administer).
-    let visible = |name: &str| {
-        [Action::Connect, Action::Admin]
-            .into_iter()
-            .any(|action| decide(&principal, action, name, &snapshot.rules).is_allowed())
-    };
     Ok(Json(
         connections
             .into_iter()
-            .filter(|connection| visible(&connection.name))
+            .filter(|connection| may_see(&principal, &connection.name, &snapshot.rules))
             .map(|connection| ConnectionView {
                 agent_connected: shared.agents.is_connected(&connection.agent),
                 connection,
@@ -216,10 +217,7 @@ async fn show_connection(
 ) -> ApiResult<Json<ConnectionView>> {
     let principal = user(&shared, &headers).await?;
     let snapshot = shared.policy_snapshot().await?;
-    if ![Action::Connect, Action::Admin]
-        .into_iter()
-        .any(|action| decide(&principal, action, &name, &snapshot.rules).is_allowed())
-    {
+    if !may_see(&principal, &name, &snapshot.rules) {
         // The same answer as for a connection that does not exist: names are not leaked.
         return Err(shared.refuse(Refusal::new(
             ErrorKind::NotFound,

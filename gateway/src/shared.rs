@@ -194,7 +194,7 @@ impl Shared {
     }
 
     pub async fn authenticate_agent(&self, metadata: &MetadataMap) -> Result<Agent, Refusal> {
-        let token = bearer_token(metadata).map_err(|e| self.refuse(bearer_refusal(e, "agent")))?;
+        let token = bearer_token(metadata).map_err(|e| self.refuse(agent_bearer_refusal(e)))?;
         match self
             .policy_cache
             .agent_by_token_hash(&hash_token(token.expose()))
@@ -245,7 +245,7 @@ impl Shared {
     }
 }
 
-fn bearer_refusal(err: BearerError, _who: &str) -> Refusal {
+fn agent_bearer_refusal(err: BearerError) -> Refusal {
     Refusal::new(
         ErrorKind::Unauthenticated,
         format!("{err}; set POSTERN_AGENT_TOKEN"),

@@ -12,6 +12,7 @@
 //! servers and clusters for tests.
 #![forbid(unsafe_code)]
 
+mod cas;
 pub mod dynamodb;
 pub mod memory;
 pub mod model;

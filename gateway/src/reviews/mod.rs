@@ -67,9 +67,17 @@ pub async fn pending_for(
     connection: &str,
 ) -> Result<Option<Review>, Refusal> {
     let reviews = shared.stored(documents::list::<Review>(&*shared.stores.policy, REVIEW).await)?;
-    Ok(reviews.into_iter().map(|r| r.value).find(|r| {
-        r.status == ReviewStatus::Pending && r.person == person && r.connection == connection
-    }))
+    Ok(pending_in(&reviews, person, connection))
+}
+
+fn pending_in(reviews: &[Versioned<Review>], person: &str, connection: &str) -> Option<Review> {
+    reviews
+        .iter()
+        .map(|r| &r.value)
+        .find(|r| {
+            r.status == ReviewStatus::Pending && r.person == person && r.connection == connection
+        })
+        .cloned()
 }
 
 /// How long a decided review stays listed; the audit trail keeps it for good.
@@ -77,9 +85,9 @@ pub const DECIDED_REVIEWS_KEPT_MS: i64 = 30 * 24 * 3600 * 1000;
 
 /// Grants past their window decide nothing, and reviews decided long ago are
 /// only history (the audit trail has them): both are removed when the next
-/// review is asked for, so the store does not grow with them. A failure is
-/// logged and left for the next time.
-async fn prune(shared: &Shared) {
+/// review is asked for (`reviews`: all of them, as just read), so the store
+/// does not grow with them. A failure is logged and left for the next time.
+async fn prune(shared: &Shared, reviews: &[Versioned<Review>]) {
     let store = &*shared.stores.policy;
     let now = now_ms();
     match documents::list::<Grant>(store, GRANT).await {
@@ -90,18 +98,13 @@ async fn prune(shared: &Shared) {
         }
         Err(error) => tracing::warn!(%error, "cannot list grants to prune"),
     }
-    match documents::list::<Review>(store, REVIEW).await {
-        Ok(reviews) => {
-            let old = |r: &Review| {
-                r.status != ReviewStatus::Pending
-                    && r.decided_at_ms
-                        .is_some_and(|at| now - at > DECIDED_REVIEWS_KEPT_MS)
-            };
-            for review in reviews.into_iter().filter(|r| old(&r.value)) {
-                remove(shared, REVIEW, &review.value.id, review.version).await;
-            }
-        }
-        Err(error) => tracing::warn!(%error, "cannot list reviews to prune"),
+    let old = |r: &Review| {
+        r.status != ReviewStatus::Pending
+            && r.decided_at_ms
+                .is_some_and(|at| now - at > DECIDED_REVIEWS_KEPT_MS)
+    };
+    for review in reviews.iter().filter(|r| old(&r.value)) {
+        remove(shared, REVIEW, &review.value.id, review.version).await;
     }
 }
 
@@ -198,8 +201,10 @@ async fn request_review(
             return Err(shared.refuse(Refusal::new(ErrorKind::MfaRequired, reason)));
         }
     };
-    prune(&shared).await;
-    if let Some(pending) = pending_for(&shared, &principal.name, &connection.name).await? {
+    // One read of the reviews serves the clean-up and the pending check.
+    let reviews = shared.stored(documents::list::<Review>(&*shared.stores.policy, REVIEW).await)?;
+    prune(&shared, &reviews).await;
+    if let Some(pending) = pending_in(&reviews, &principal.name, &connection.name) {
         return Ok((StatusCode::OK, Json(pending)));
     }
     let review = Review {

@@ -5,6 +5,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::items::*;
 use super::{DynamoStore, bad_item, sdk_error};
+use crate::cas::lost_write;
 use crate::model::{Document, now_ms, validate_document_key};
 use crate::{StoreError, StoreResult};
 
@@ -76,15 +77,7 @@ impl DynamoStore {
     }
 
     async fn conflict(&self, kind: &str, key: &str, expected: u64) -> StoreError {
-        match self.get_document(kind, key).await {
-            Ok(current) => StoreError::Conflict {
-                kind: kind.into(),
-                key: key.into(),
-                expected,
-                actual: current.map_or(0, |d| d.version),
-            },
-            Err(e) => e,
-        }
+        lost_write(kind, key, expected, self.get_document(kind, key).await)
     }
 
     pub(super) async fn put_document_item(

@@ -4,6 +4,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
 use super::backend;
+use crate::cas::{lost_write, missed_delete};
 use crate::model::{Document, now_ms, validate_document_key};
 use crate::{StoreError, StoreResult};
 
@@ -52,15 +53,7 @@ pub(super) async fn list(pool: &PgPool, kind: &str) -> StoreResult<Vec<Document>
 }
 
 async fn conflict(pool: &PgPool, kind: &str, key: &str, expected: u64) -> StoreError {
-    match get(pool, kind, key).await {
-        Ok(current) => StoreError::Conflict {
-            kind: kind.into(),
-            key: key.into(),
-            expected,
-            actual: current.map_or(0, |d| d.version),
-        },
-        Err(e) => e,
-    }
+    lost_write(kind, key, expected, get(pool, kind, key).await)
 }
 
 pub(super) async fn put(
@@ -122,13 +115,5 @@ pub(super) async fn delete(
     if done.rows_affected() == 1 {
         return Ok(true);
     }
-    match get(pool, kind, key).await? {
-        None => Ok(false),
-        Some(current) => Err(StoreError::Conflict {
-            kind: kind.into(),
-            key: key.into(),
-            expected,
-            actual: current.version,
-        }),
-    }
+    missed_delete(kind, key, expected, get(pool, kind, key).await?)
 }

@@ -3,6 +3,7 @@
 use sqlx::{Row, SqlitePool};
 
 use super::{backend, is_unique_violation};
+use crate::cas::{lost_write, missed_delete};
 use crate::model::{Document, now_ms, validate_document_key};
 use crate::{StoreError, StoreResult};
 
@@ -43,20 +44,8 @@ pub(super) async fn list(pool: &SqlitePool, kind: &str) -> StoreResult<Vec<Docum
         .collect()
 }
 
-async fn current_version(pool: &SqlitePool, kind: &str, key: &str) -> StoreResult<u64> {
-    Ok(get(pool, kind, key).await?.map_or(0, |d| d.version))
-}
-
 async fn conflict(pool: &SqlitePool, kind: &str, key: &str, expected: u64) -> StoreError {
-    match current_version(pool, kind, key).await {
-        Ok(actual) => StoreError::Conflict {
-            kind: kind.into(),
-            key: key.into(),
-            expected,
-            actual,
-        },
-        Err(e) => e,
-    }
+    lost_write(kind, key, expected, get(pool, kind, key).await)
 }
 
 pub(super) async fn put(
@@ -116,13 +105,5 @@ pub(super) async fn delete(
     if done.rows_affected() == 1 {
         return Ok(true);
     }
-    match current_version(pool, kind, key).await? {
-        0 => Ok(false),
-        actual => Err(StoreError::Conflict {
-            kind: kind.into(),
-            key: key.into(),
-            expected,
-            actual,
-        }),
-    }
+    missed_delete(kind, key, expected, get(pool, kind, key).await?)
 }

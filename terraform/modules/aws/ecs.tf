@@ -130,5 +130,14 @@ resource "aws_ecs_service" "gateway" {
     ignore_changes = [desired_count]
   }
 
-  depends_on = [aws_lb_listener.https, aws_iam_role_policy.task]
+  # Tasks read the secrets' values at start, and the policy table with the
+  # task role's policy.
+  depends_on = [
+    aws_lb_listener.https,
+    aws_iam_role_policy.task,
+    aws_iam_role_policy.execution,
+    aws_secretsmanager_secret_version.peer_secret,
+    aws_secretsmanager_secret_version.bootstrap_admin_token,
+    aws_secretsmanager_secret_version.redis_url,
+  ]
 }

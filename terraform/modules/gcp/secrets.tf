@@ -19,6 +19,10 @@ resource "random_password" "bootstrap_admin_token" {
 }
 
 locals {
+  # The secrets' names, apart from their values: for_each may not be derived
+  # from the (sensitive) values.
+  secret_keys = toset(["peer-secret", "bootstrap-admin-token", "redis-url", "policy-store-url"])
+
   secret_values = {
     peer-secret           = random_password.peer_secret.result
     bootstrap-admin-token = random_password.bootstrap_admin_token.result
@@ -52,7 +56,7 @@ locals {
 }
 
 resource "google_secret_manager_secret" "gateway" {
-  for_each = toset(keys(local.secret_values))
+  for_each = local.secret_keys
 
   project   = var.project_id
   secret_id = "postern-${var.name}-${each.key}"

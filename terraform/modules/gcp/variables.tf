@@ -226,7 +226,7 @@ variable "redis_version" {
 }
 
 variable "redis_transit_encryption" {
-  description = "TLS between the gateway and Memorystore (SERVER_AUTHENTICATION, port 6378). Memorystore's server certificate is signed by a per-instance CA that is not in the system trust store; see the README: until the gateway can be given that CA, true stops the gateway at start with a TLS error. false sends relayed session bytes across the VPC unencrypted (still sealed with an HMAC, so they cannot be altered)."
+  description = "TLS between the gateway and Memorystore (SERVER_AUTHENTICATION, port 6378). Memorystore's server certificate is signed by a per-instance CA that is not in the system trust store; see the README: until the gateway can be given that CA, true stops the gateway at start (it cannot reach Redis: the certificate does not verify). false sends relayed session bytes across the VPC unencrypted (still sealed with an HMAC, so they cannot be altered)."
   type        = bool
   default     = true
 }

@@ -65,8 +65,8 @@ resource "google_cloud_run_v2_service" "gateway" {
     # OIDC issuer, webhooks) leaves directly.
     vpc_access {
       egress = "PRIVATE_RANGES_ONLY"
+      # The network is the subnetwork's own.
       network_interfaces {
-        network    = var.network
         subnetwork = var.subnetwork
       }
     }

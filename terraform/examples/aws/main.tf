@@ -23,9 +23,12 @@ module "postern" {
 
   drain_grace_seconds = 30
 
-  extra_environment = var.oidc_issuer == null ? {} : {
-    POSTERN_OIDC_ISSUER   = var.oidc_issuer
-    POSTERN_OIDC_AUDIENCE = var.oidc_audience
+  # OIDC logins when an issuer is given; API tokens only otherwise.
+  extra_environment = {
+    for k, v in {
+      POSTERN_OIDC_ISSUER   = var.oidc_issuer
+      POSTERN_OIDC_AUDIENCE = var.oidc_audience
+    } : k => v if v != null
   }
 
   min_tasks                   = 2

@@ -13,7 +13,7 @@ locals {
   container_name = "gateway"
 
   # The one KMS key every encrypted resource of this module uses.
-  kms_key_arn = var.kms_key_arn != null ? var.kms_key_arn : aws_kms_key.this[0].arn
+  kms_key_arn = var.kms_key_arn != null ? var.kms_key_arn : one(aws_kms_key.this[*].arn)
 
   drain_grace_ms = var.drain_grace_seconds * 1000
   # ECS sends SIGTERM, then SIGKILL after stopTimeout (at most 120 s on

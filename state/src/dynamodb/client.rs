@@ -1,17 +1,19 @@
 //! The DynamoDB client, configured by hand (no aws-config): region, an
-//! endpoint override (local DynamoDB-API servers, VPC endpoints), static
-//! credentials from the standard `AWS_*` variables or any provider the caller
-//! hands in, timeouts and a rustls + ring HTTPS client.
+//! endpoint override (local DynamoDB-API servers, VPC endpoints), credentials
+//! from the chain in [`super::credentials`] or any provider the caller hands
+//! in, timeouts and a rustls + ring HTTPS client.
 
 use std::time::Duration;
 
 use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::config::{
-    BehaviorVersion, Credentials, Region, SharedCredentialsProvider, retry::RetryConfig,
+    BehaviorVersion, Credentials, IdentityCache, Region, SharedCredentialsProvider,
+    retry::RetryConfig,
 };
 use aws_smithy_http_client::tls;
 
-use crate::{StoreError, StoreResult};
+use super::credentials::{credentials_from_env, process_env};
+use crate::StoreResult;
 
 /// Where the store lives and how to reach it. `Debug` never shows secrets.
 #[derive(Clone)]
@@ -20,8 +22,10 @@ pub struct DynamoConfig {
     pub region: String,
     /// `http(s)://host:port` instead of the region's public endpoint.
     pub endpoint: Option<String>,
-    /// None: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and optionally
-    /// `AWS_SESSION_TOKEN` from the environment, read when the store connects.
+    /// None: the [credential chain](super::credentials) on the process
+    /// environment, read when the store connects. The SDK asks the provider on
+    /// every request (no SDK-side cache), so one that fetches must cache, as
+    /// the chain's container provider does.
     pub credentials: Option<SharedCredentialsProvider>,
     /// Create the table (and its indexes) when it does not exist.
     pub create_table: bool,
@@ -116,28 +120,20 @@ impl DynamoConfig {
         Ok(config)
     }
 
-    fn credentials_provider(&self) -> StoreResult<SharedCredentialsProvider> {
+    pub(super) fn credentials_provider(&self) -> StoreResult<SharedCredentialsProvider> {
         if let Some(provider) = &self.credentials {
             return Ok(provider.clone());
         }
-        let var = |name: &'static str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let missing = |name: &'static str| StoreError::Invalid {
-            field: name,
-            reason: "must be set for the DynamoDB policy store".into(),
-        };
-        let key = var("AWS_ACCESS_KEY_ID").ok_or_else(|| missing("AWS_ACCESS_KEY_ID"))?;
-        let secret =
-            var("AWS_SECRET_ACCESS_KEY").ok_or_else(|| missing("AWS_SECRET_ACCESS_KEY"))?;
-        Ok(SharedCredentialsProvider::new(Credentials::new(
-            key,
-            secret,
-            var("AWS_SESSION_TOKEN"),
-            None,
-            "postern-environment",
-        )))
+        // Inside the SDK's attempt timeout, so that a slow endpoint is
+        // reported as itself rather than as a timed-out DynamoDB call.
+        let fetch_timeout = self.attempt_timeout.mul_f64(0.75);
+        Ok(credentials_from_env(&process_env, fetch_timeout)?)
     }
 
-    pub(super) fn sdk_config(&self) -> StoreResult<aws_sdk_dynamodb::Config> {
+    pub(super) fn sdk_config(
+        &self,
+        credentials: SharedCredentialsProvider,
+    ) -> aws_sdk_dynamodb::Config {
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(tls::Provider::Rustls(
                 tls::rustls_provider::CryptoMode::Ring,
@@ -151,14 +147,17 @@ impl DynamoConfig {
         let mut builder = aws_sdk_dynamodb::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(self.region.clone()))
-            .credentials_provider(self.credentials_provider()?)
+            .credentials_provider(credentials)
+            // The container provider caches and refreshes early itself; the
+            // SDK's lazy cache would hold credentials until just before expiry.
+            .identity_cache(IdentityCache::no_cache())
             .http_client(http)
             .timeout_config(timeouts)
             .retry_config(RetryConfig::standard().with_max_attempts(3));
         if let Some(endpoint) = &self.endpoint {
             builder = builder.endpoint_url(endpoint);
         }
-        Ok(builder.build())
+        builder.build()
     }
 }
 

@@ -1,7 +1,8 @@
-//! The DynamoDB client, configured by hand (no aws-config): region, an
-//! endpoint override (local DynamoDB-API servers, VPC endpoints), credentials
-//! from the chain in [`super::credentials`] or any provider the caller hands
-//! in, timeouts and a rustls + ring HTTPS client.
+//! The DynamoDB client, configured by hand (no aws-config): region (the URL's,
+//! else `AWS_REGION`/`AWS_DEFAULT_REGION`), an endpoint override (local
+//! DynamoDB-API servers, VPC endpoints), credentials from the chain in
+//! [`super::credentials`] or any provider the caller hands in, timeouts and a
+//! rustls + ring HTTPS client.
 
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use aws_sdk_dynamodb::config::{
 };
 use aws_smithy_http_client::tls;
 
-use super::credentials::{credentials_from_env, process_env};
+use super::credentials::{EnvLookup, credentials_from_env, process_env};
 use crate::StoreResult;
 
 /// Where the store lives and how to reach it. `Debug` never shows secrets.
@@ -48,7 +49,10 @@ impl std::fmt::Debug for DynamoConfig {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DynamoConfigError {
-    #[error("expected dynamodb://TABLE?region=REGION[&endpoint=URL][&create_table=true]: {0}")]
+    #[error(
+        "expected dynamodb://TABLE[?region=REGION][&endpoint=URL][&create_table=true], the region \
+         defaulting to AWS_REGION or AWS_DEFAULT_REGION: {0}"
+    )]
     Url(String),
 }
 
@@ -75,9 +79,15 @@ impl DynamoConfig {
         )));
     }
 
-    /// `dynamodb://TABLE?region=eu-west-1&endpoint=http://127.0.0.1:8000&create_table=true`;
-    /// `region` is required, the others optional.
+    /// `dynamodb://TABLE?region=eu-west-1&endpoint=http://127.0.0.1:8000&create_table=true`,
+    /// every parameter optional; without `region`, the process environment's
+    /// `AWS_REGION` or `AWS_DEFAULT_REGION` (ECS sets `AWS_REGION`).
     pub fn from_url(url: &str) -> Result<Self, DynamoConfigError> {
+        Self::from_url_with_env(url, &process_env)
+    }
+
+    /// [`DynamoConfig::from_url`] with the region fallback read from `env`.
+    pub fn from_url_with_env(url: &str, env: EnvLookup<'_>) -> Result<Self, DynamoConfigError> {
         let bad = |why: &str| DynamoConfigError::Url(why.to_owned());
         let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
         if parsed.scheme() != "dynamodb" {
@@ -116,7 +126,11 @@ impl DynamoConfig {
                 other => return Err(bad(&format!("unknown parameter {other:?}"))),
             }
         }
-        config.region = region.ok_or_else(|| bad("region is required"))?;
+        // The URL wins: it is the store's own setting, the variables are the
+        // platform's default for every AWS client in the process.
+        config.region = region
+            .or_else(|| env_region(env))
+            .ok_or_else(|| bad("region is required: add region=REGION or set AWS_REGION"))?;
         Ok(config)
     }
 
@@ -161,6 +175,14 @@ impl DynamoConfig {
     }
 }
 
+fn env_region(env: EnvLookup<'_>) -> Option<String> {
+    ["AWS_REGION", "AWS_DEFAULT_REGION"]
+        .into_iter()
+        .filter_map(env)
+        .map(|region| region.trim().to_owned())
+        .find(|region| !region.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +200,8 @@ mod tests {
         let plain = DynamoConfig::from_url("dynamodb://postern?region=us-east-1").unwrap();
         assert_eq!((plain.endpoint, plain.create_table), (None, false));
 
+        let no_env = |_: &str| -> Option<String> { None };
+
         for (url, why) in [
             ("dynamodb://postern", "region is required"),
             ("postgres://postern?region=x", "scheme"),
@@ -192,9 +216,42 @@ mod tests {
                 "unknown parameter \"colour\"",
             ),
         ] {
-            let err = DynamoConfig::from_url(url).unwrap_err().to_string();
+            let err = DynamoConfig::from_url_with_env(url, &no_env)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(why), "{url}: {err}");
         }
+    }
+
+    #[test]
+    fn the_region_comes_from_the_url_then_aws_region_then_aws_default_region() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let both = env(&[
+            ("AWS_REGION", "eu-west-3"),
+            ("AWS_DEFAULT_REGION", "us-west-2"),
+        ]);
+        let region = |url: &str, env: EnvLookup<'_>| {
+            DynamoConfig::from_url_with_env(url, env).map(|c| c.region)
+        };
+        assert_eq!(
+            region("dynamodb://postern?region=ap-south-1", &both).unwrap(),
+            "ap-south-1"
+        );
+        assert_eq!(region("dynamodb://postern", &both).unwrap(), "eu-west-3");
+        let default_only = env(&[("AWS_REGION", ""), ("AWS_DEFAULT_REGION", "us-west-2")]);
+        assert_eq!(
+            region("dynamodb://postern", &default_only).unwrap(),
+            "us-west-2"
+        );
+        let err = region("dynamodb://postern", &env(&[])).unwrap_err();
+        assert!(err.to_string().contains("set AWS_REGION"), "{err}");
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! Choosing the policy store and audit sink by one string, as the gateway's
 //! `POSTERN_POLICY_STORE` does: `sqlite:PATH`, `postgres://…` (or
-//! `postgresql://…`), or `dynamodb://TABLE?region=…[&endpoint=…][&create_table=true]`.
+//! `postgresql://…`), or `dynamodb://TABLE[?region=…][&endpoint=…][&create_table=true]`
+//! (the region defaulting to `AWS_REGION`, then `AWS_DEFAULT_REGION`).
 
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use crate::dynamodb::credentials::{EnvLookup, process_env};
 use crate::dynamodb::{DynamoConfig, DynamoStore};
 use crate::postgres::PostgresStore;
 use crate::sqlite::SqliteStore;
@@ -36,8 +38,14 @@ fn both<T: PolicyStore + AuditSink>(store: T) -> OpenStore {
 
 impl PolicyStoreUrl {
     /// Parses without connecting; the error says what is wrong, never echoing
-    /// a Postgres URL (it may hold a password).
+    /// a Postgres URL (it may hold a password). A DynamoDB URL without a
+    /// region takes the process environment's `AWS_REGION`/`AWS_DEFAULT_REGION`.
     pub fn parse(value: &str) -> Result<Self, String> {
+        Self::parse_with_env(value, &process_env)
+    }
+
+    /// [`PolicyStoreUrl::parse`] with the region fallback read from `env`.
+    pub fn parse_with_env(value: &str, env: EnvLookup<'_>) -> Result<Self, String> {
         if let Some(path) = value.strip_prefix("sqlite:") {
             if path.is_empty() {
                 return Err("sqlite: needs a path (sqlite:/var/lib/postern/postern.db)".into());
@@ -50,13 +58,13 @@ impl PolicyStoreUrl {
             return Ok(Self::Postgres(value.to_owned()));
         }
         if value.starts_with("dynamodb://") {
-            return DynamoConfig::from_url(value)
+            return DynamoConfig::from_url_with_env(value, env)
                 .map(Self::DynamoDb)
                 .map_err(|e| e.to_string());
         }
         Err(
             "expected sqlite:PATH, postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE or \
-             dynamodb://TABLE?region=REGION[&endpoint=URL][&create_table=true]"
+             dynamodb://TABLE[?region=REGION][&endpoint=URL][&create_table=true]"
                 .into(),
         )
     }
@@ -113,6 +121,11 @@ mod tests {
             PolicyStoreUrl::parse("dynamodb://postern?region=eu-west-1&create_table=true"),
             Ok(PolicyStoreUrl::DynamoDb(c)) if c.table == "postern" && c.create_table
         ));
+        let ecs = |name: &str| (name == "AWS_REGION").then(|| "eu-north-1".to_owned());
+        assert!(matches!(
+            PolicyStoreUrl::parse_with_env("dynamodb://postern", &ecs),
+            Ok(PolicyStoreUrl::DynamoDb(c)) if c.region == "eu-north-1"
+        ));
         for (value, why) in [
             ("sqlite:", "needs a path"),
             ("mysql://x", "expected sqlite:PATH"),
@@ -122,7 +135,7 @@ mod tests {
             ),
             ("dynamodb://postern", "region is required"),
         ] {
-            let err = PolicyStoreUrl::parse(value).unwrap_err();
+            let err = PolicyStoreUrl::parse_with_env(value, &|_| None).unwrap_err();
             assert!(err.contains(why), "{value}: {err}");
             assert!(!err.contains("hunter2"), "{err}");
         }

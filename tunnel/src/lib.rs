@@ -13,7 +13,6 @@ pub mod open;
 pub mod peer;
 pub mod pinned;
 pub mod relay;
-pub mod secret;
 pub mod signal;
 pub mod stream;
 pub mod tls;
@@ -25,5 +24,5 @@ pub mod proto {
     tonic::include_proto!("postern.v1");
 }
 
-pub use secret::Secret;
+pub use postern_secret::Secret;
 pub use stream::FrameStream;

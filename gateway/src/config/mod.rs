@@ -259,7 +259,9 @@ fn policy_store(env: &Env) -> Result<PolicyStoreUrl, ConfigError> {
                 .into(),
         ));
     }
-    PolicyStoreUrl::parse(url.expose()).map_err(invalid)
+    // A DynamoDB URL without a region takes AWS_REGION from the same snapshot.
+    PolicyStoreUrl::parse_with_env(url.expose(), &|name| env.raw(name).map(str::to_owned))
+        .map_err(invalid)
 }
 
 fn missing(var: &str, why: &str) -> ConfigError {
@@ -348,6 +350,14 @@ mod tests {
         .unwrap();
         assert!(
             matches!(dynamo.policy_store, PolicyStoreUrl::DynamoDb(c) if c.region == "eu-west-1")
+        );
+        let ecs = config(&[
+            ("POSTERN_POLICY_STORE", "dynamodb://postern"),
+            ("AWS_REGION", "eu-north-1"),
+        ])
+        .unwrap();
+        assert!(
+            matches!(ecs.policy_store, PolicyStoreUrl::DynamoDb(c) if c.region == "eu-north-1")
         );
 
         for (pairs, why) in [

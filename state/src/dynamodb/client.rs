@@ -1,17 +1,20 @@
-//! The DynamoDB client, configured by hand (no aws-config): region, an
-//! endpoint override (local DynamoDB-API servers, VPC endpoints), static
-//! credentials from the standard `AWS_*` variables or any provider the caller
-//! hands in, timeouts and a rustls + ring HTTPS client.
+//! The DynamoDB client, configured by hand (no aws-config): region (the URL's,
+//! else `AWS_REGION`/`AWS_DEFAULT_REGION`), an endpoint override (local
+//! DynamoDB-API servers, VPC endpoints), credentials from the chain in
+//! [`super::credentials`] or any provider the caller hands in, timeouts and a
+//! rustls + ring HTTPS client.
 
 use std::time::Duration;
 
 use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::config::{
-    BehaviorVersion, Credentials, Region, SharedCredentialsProvider, retry::RetryConfig,
+    BehaviorVersion, Credentials, IdentityCache, Region, SharedCredentialsProvider,
+    retry::RetryConfig,
 };
 use aws_smithy_http_client::tls;
 
-use crate::{StoreError, StoreResult};
+use super::credentials::{EnvLookup, credentials_from_env, process_env};
+use crate::StoreResult;
 
 /// Where the store lives and how to reach it. `Debug` never shows secrets.
 #[derive(Clone)]
@@ -20,8 +23,10 @@ pub struct DynamoConfig {
     pub region: String,
     /// `http(s)://host:port` instead of the region's public endpoint.
     pub endpoint: Option<String>,
-    /// None: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and optionally
-    /// `AWS_SESSION_TOKEN` from the environment, read when the store connects.
+    /// None: the [credential chain](super::credentials) on the process
+    /// environment, read when the store connects. The SDK asks the provider on
+    /// every request (no SDK-side cache), so one that fetches must cache, as
+    /// the chain's container provider does.
     pub credentials: Option<SharedCredentialsProvider>,
     /// Create the table (and its indexes) when it does not exist.
     pub create_table: bool,
@@ -44,7 +49,10 @@ impl std::fmt::Debug for DynamoConfig {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DynamoConfigError {
-    #[error("expected dynamodb://TABLE?region=REGION[&endpoint=URL][&create_table=true]: {0}")]
+    #[error(
+        "expected dynamodb://TABLE[?region=REGION][&endpoint=URL][&create_table=true], the region \
+         defaulting to AWS_REGION or AWS_DEFAULT_REGION: {0}"
+    )]
     Url(String),
 }
 
@@ -71,9 +79,15 @@ impl DynamoConfig {
         )));
     }
 
-    /// `dynamodb://TABLE?region=eu-west-1&endpoint=http://127.0.0.1:8000&create_table=true`;
-    /// `region` is required, the others optional.
+    /// `dynamodb://TABLE?region=eu-west-1&endpoint=http://127.0.0.1:8000&create_table=true`,
+    /// every parameter optional; without `region`, the process environment's
+    /// `AWS_REGION` or `AWS_DEFAULT_REGION` (ECS sets `AWS_REGION`).
     pub fn from_url(url: &str) -> Result<Self, DynamoConfigError> {
+        Self::from_url_with_env(url, &process_env)
+    }
+
+    /// [`DynamoConfig::from_url`] with the region fallback read from `env`.
+    pub fn from_url_with_env(url: &str, env: EnvLookup<'_>) -> Result<Self, DynamoConfigError> {
         let bad = |why: &str| DynamoConfigError::Url(why.to_owned());
         let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
         if parsed.scheme() != "dynamodb" {
@@ -112,32 +126,28 @@ impl DynamoConfig {
                 other => return Err(bad(&format!("unknown parameter {other:?}"))),
             }
         }
-        config.region = region.ok_or_else(|| bad("region is required"))?;
+        // The URL wins: it is the store's own setting, the variables are the
+        // platform's default for every AWS client in the process.
+        config.region = region
+            .or_else(|| env_region(env))
+            .ok_or_else(|| bad("region is required: add region=REGION or set AWS_REGION"))?;
         Ok(config)
     }
 
-    fn credentials_provider(&self) -> StoreResult<SharedCredentialsProvider> {
+    pub(super) fn credentials_provider(&self) -> StoreResult<SharedCredentialsProvider> {
         if let Some(provider) = &self.credentials {
             return Ok(provider.clone());
         }
-        let var = |name: &'static str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let missing = |name: &'static str| StoreError::Invalid {
-            field: name,
-            reason: "must be set for the DynamoDB policy store".into(),
-        };
-        let key = var("AWS_ACCESS_KEY_ID").ok_or_else(|| missing("AWS_ACCESS_KEY_ID"))?;
-        let secret =
-            var("AWS_SECRET_ACCESS_KEY").ok_or_else(|| missing("AWS_SECRET_ACCESS_KEY"))?;
-        Ok(SharedCredentialsProvider::new(Credentials::new(
-            key,
-            secret,
-            var("AWS_SESSION_TOKEN"),
-            None,
-            "postern-environment",
-        )))
+        // Inside the SDK's attempt timeout, so that a slow endpoint is
+        // reported as itself rather than as a timed-out DynamoDB call.
+        let fetch_timeout = self.attempt_timeout.mul_f64(0.75);
+        Ok(credentials_from_env(&process_env, fetch_timeout)?)
     }
 
-    pub(super) fn sdk_config(&self) -> StoreResult<aws_sdk_dynamodb::Config> {
+    pub(super) fn sdk_config(
+        &self,
+        credentials: SharedCredentialsProvider,
+    ) -> aws_sdk_dynamodb::Config {
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(tls::Provider::Rustls(
                 tls::rustls_provider::CryptoMode::Ring,
@@ -151,15 +161,26 @@ impl DynamoConfig {
         let mut builder = aws_sdk_dynamodb::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(self.region.clone()))
-            .credentials_provider(self.credentials_provider()?)
+            .credentials_provider(credentials)
+            // The container provider caches and refreshes early itself; the
+            // SDK's lazy cache would hold credentials until just before expiry.
+            .identity_cache(IdentityCache::no_cache())
             .http_client(http)
             .timeout_config(timeouts)
             .retry_config(RetryConfig::standard().with_max_attempts(3));
         if let Some(endpoint) = &self.endpoint {
             builder = builder.endpoint_url(endpoint);
         }
-        Ok(builder.build())
+        builder.build()
     }
+}
+
+fn env_region(env: EnvLookup<'_>) -> Option<String> {
+    ["AWS_REGION", "AWS_DEFAULT_REGION"]
+        .into_iter()
+        .filter_map(env)
+        .map(|region| region.trim().to_owned())
+        .find(|region| !region.is_empty())
 }
 
 #[cfg(test)]
@@ -179,6 +200,8 @@ mod tests {
         let plain = DynamoConfig::from_url("dynamodb://postern?region=us-east-1").unwrap();
         assert_eq!((plain.endpoint, plain.create_table), (None, false));
 
+        let no_env = |_: &str| -> Option<String> { None };
+
         for (url, why) in [
             ("dynamodb://postern", "region is required"),
             ("postgres://postern?region=x", "scheme"),
@@ -193,9 +216,42 @@ mod tests {
                 "unknown parameter \"colour\"",
             ),
         ] {
-            let err = DynamoConfig::from_url(url).unwrap_err().to_string();
+            let err = DynamoConfig::from_url_with_env(url, &no_env)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(why), "{url}: {err}");
         }
+    }
+
+    #[test]
+    fn the_region_comes_from_the_url_then_aws_region_then_aws_default_region() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let both = env(&[
+            ("AWS_REGION", "eu-west-3"),
+            ("AWS_DEFAULT_REGION", "us-west-2"),
+        ]);
+        let region = |url: &str, env: EnvLookup<'_>| {
+            DynamoConfig::from_url_with_env(url, env).map(|c| c.region)
+        };
+        assert_eq!(
+            region("dynamodb://postern?region=ap-south-1", &both).unwrap(),
+            "ap-south-1"
+        );
+        assert_eq!(region("dynamodb://postern", &both).unwrap(), "eu-west-3");
+        let default_only = env(&[("AWS_REGION", ""), ("AWS_DEFAULT_REGION", "us-west-2")]);
+        assert_eq!(
+            region("dynamodb://postern", &default_only).unwrap(),
+            "us-west-2"
+        );
+        let err = region("dynamodb://postern", &env(&[])).unwrap_err();
+        assert!(err.to_string().contains("set AWS_REGION"), "{err}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! DynamoDB policy store and audit sink (`aws-sdk-dynamodb`, rustls + ring,
-//! no aws-config): one table, created at start if asked to.
+//! no aws-config): one table, created at start if asked to. Credentials come
+//! from static keys or a container credentials endpoint ([`credentials`]).
 //!
 //! # Table design
 //!
@@ -46,6 +47,7 @@
 
 mod audit;
 mod client;
+pub mod credentials;
 mod documents;
 mod items;
 mod policy;
@@ -54,6 +56,7 @@ mod table;
 use std::sync::atomic::AtomicU64;
 
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::ProvideCredentials;
 
 pub use client::{DynamoConfig, DynamoConfigError};
 
@@ -78,12 +81,18 @@ impl std::fmt::Debug for DynamoStore {
 }
 
 impl DynamoStore {
-    /// Builds the client, then checks the table is there (creating it first
-    /// when `config.create_table` is set) and waits until it is active.
+    /// Builds the client, gets credentials once (so a bad credential source
+    /// fails here, saying why), then checks the table is there (creating it
+    /// first when `config.create_table` is set) and waits until it is active.
     pub async fn connect(config: DynamoConfig) -> StoreResult<Self> {
         let table = config.table.clone();
         let create = config.create_table;
-        let client = Client::from_conf(config.sdk_config()?);
+        let credentials = config.credentials_provider()?;
+        credentials
+            .provide_credentials()
+            .await
+            .map_err(credentials_error)?;
+        let client = Client::from_conf(config.sdk_config(credentials));
         let store = Self {
             client,
             table,
@@ -154,6 +163,22 @@ where
 #[derive(Debug, thiserror::Error)]
 #[error("DynamoDB: {0}")]
 pub(crate) struct DynamoError(pub(crate) String);
+
+/// The credential source failing is the store being out of reach (the
+/// endpoint is down, slow or answering nonsense), unless it is misconfigured.
+fn credentials_error(err: aws_credential_types::provider::error::CredentialsError) -> StoreError {
+    use aws_credential_types::provider::error::CredentialsError;
+    let message = DynamoError(format!(
+        "no AWS credentials: {}",
+        credentials::error_chain(&err)
+    ));
+    match err {
+        CredentialsError::InvalidConfiguration(_) | CredentialsError::Unhandled(_) => {
+            StoreError::Backend(Box::new(message))
+        }
+        _ => StoreError::Unavailable(Box::new(message)),
+    }
+}
 
 pub(crate) fn build_error(err: aws_sdk_dynamodb::error::BuildError) -> StoreError {
     StoreError::Backend(Box::new(err))

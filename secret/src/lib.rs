@@ -1,4 +1,7 @@
-//! A value that must never reach a log line.
+//! A value that must never reach a log line. Its own crate, with no
+//! dependencies, so every library (the wire API, the state adapters) can mask
+//! secrets with the one type.
+#![forbid(unsafe_code)]
 
 use std::fmt;
 

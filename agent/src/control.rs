@@ -133,7 +133,10 @@ async fn control_stream(
                     Some(GatewayKind::SessionRequest(request)) => {
                         let span = info_span!("session", session_id = %request.session_id,
                             connection = %request.connection, user = %request.user,
-                            target = %request.target, ingress = %request.ingress_replica);
+                            target = %request.target, ingress = %request.ingress_replica,
+                            otel.kind = "server");
+                        // The gateway's span that sent the request: the session's trace.
+                        postern_telemetry::propagate::set_parent_from_traceparent(&span, &request.traceparent);
                         let serve = session::serve(request, config.clone(), channel.clone(), tx.clone());
                         let stop = sessions.clone();
                         tokio::spawn(async move {

@@ -3,12 +3,19 @@
 
 use postern_agent::AgentConfig;
 use postern_agent::config::{VAR_PREFIXES, VARS};
+use postern_telemetry::{Logging, Service, Telemetry, TelemetryError, TracingConfig};
 use postern_tunnel::env::Env;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let env = Env::from_process();
-    init_logging(&env);
+    let telemetry = match init_telemetry(&env) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("postern-agent: configuration error: {e}");
+            std::process::exit(2);
+        }
+    };
     let config = match AgentConfig::from_env(&env) {
         Ok(config) => config,
         Err(e) => {
@@ -35,16 +42,26 @@ async fn main() -> anyhow::Result<()> {
     postern_tunnel::signal::shutdown().await;
     tracing::info!("stopping");
     agent.stop().await;
+    telemetry.shutdown().await;
     Ok(())
 }
 
-fn init_logging(env: &Env) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if env.raw("POSTERN_LOG_FORMAT") == Some("text") {
-        builder.init();
-    } else {
-        builder.json().with_current_span(true).init();
+/// JSON logs unless POSTERN_LOG_FORMAT=text; traces when an OTLP endpoint is set.
+fn init_telemetry(env: &Env) -> Result<Telemetry, TelemetryError> {
+    let logging = Logging {
+        filter_var: "RUST_LOG",
+        default_filter: "info",
+        json: postern_telemetry::json_logs(env, true)?,
+    };
+    let service = Service {
+        name: "postern-agent",
+        version: env!("CARGO_PKG_VERSION"),
+        instance: None,
+    };
+    let tracing = TracingConfig::from_env(env, service.name)?;
+    let telemetry = postern_telemetry::init(env, &logging, &service, tracing.as_ref())?;
+    if let Some(config) = &tracing {
+        tracing::info!(?config, "exporting traces over OTLP/gRPC");
     }
+    Ok(telemetry)
 }

@@ -109,6 +109,7 @@ async fn attach(
             return None;
         }
         metadata.insert(SESSION_HEADER, session_id.clone());
+        postern_telemetry::propagate::inject_metadata(&tracing::Span::current(), &mut metadata);
         // Framed by hand (see `wire`): payloads are not copied on the way.
         match wire::call(channel.clone(), ATTACH_PATH, metadata, body).await {
             Ok((_, inbound)) => break (outgoing, inbound),

@@ -4,6 +4,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use postern_telemetry::{Logging, Service, Telemetry, TelemetryError, TracingConfig};
+use postern_tunnel::env::Env;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
@@ -142,19 +144,40 @@ enum TokenCommand {
 /// Runs the CLI; returns the process exit code.
 pub async fn run() -> i32 {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("POSTERN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-    match execute(cli.command).await {
+    let telemetry = match init_telemetry(&Env::from_process()) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("postern: {e}");
+            return 2;
+        }
+    };
+    let code = match execute(cli.command).await {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("postern: {e:#}");
             1
         }
-    }
+    };
+    telemetry.shutdown().await;
+    code
+}
+
+/// Text logs on stderr (POSTERN_LOG filters them); with an OTLP endpoint set,
+/// each session `postern connect` opens is the root of a trace that the
+/// gateway and the agent continue.
+fn init_telemetry(env: &Env) -> Result<Telemetry, TelemetryError> {
+    let logging = Logging {
+        filter_var: "POSTERN_LOG",
+        default_filter: "warn",
+        json: false,
+    };
+    let service = Service {
+        name: "postern",
+        version: env!("CARGO_PKG_VERSION"),
+        instance: None,
+    };
+    let tracing = TracingConfig::from_env(env, service.name)?;
+    postern_telemetry::init(env, &logging, &service, tracing.as_ref())
 }
 
 /// The API client for the saved login, its token renewed first if it is about to expire.
@@ -402,7 +425,9 @@ async fn connect(name: String, addr: SocketAddr, reason: &str) -> anyhow::Result
     }
     tokio::select! {
         served = connector.serve(listener) => served?,
-        _ = tokio::signal::ctrl_c() => {}
+        // SIGTERM too (a supervisor or a test stopping it): queued spans are
+        // flushed on the way out.
+        _ = postern_tunnel::signal::shutdown() => {}
     }
     Ok(())
 }

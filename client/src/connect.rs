@@ -4,13 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use postern_tunnel::open::open_session;
+use postern_tunnel::open::open_session_with;
 use postern_tunnel::stream::FINISH_LINGER;
 use postern_tunnel::{FrameStream, Secret};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tonic::metadata::AsciiMetadataValue;
+use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 use tonic::transport::Channel;
+use tracing::Instrument;
 
 /// Keepalives on idle session streams: below an ALB's 60 s idle timeout.
 pub const SESSION_KEEPALIVE: Duration = Duration::from_secs(20);
@@ -92,11 +93,15 @@ impl Connector {
                 .map_err(|e| SessionError::Refused(e.to_string()))?,
             None => self.token.clone(),
         };
-        let opened = open_session(
+        // The gateway continues this span's trace (when traces are exported).
+        let mut trace = MetadataMap::new();
+        postern_telemetry::propagate::inject_metadata(&tracing::Span::current(), &mut trace);
+        let opened = open_session_with(
             self.channel.clone(),
             self.fresh_channel.as_ref(),
             &token,
             &self.connection,
+            &trace,
         )
         .await;
         let (outgoing, inbound) = match opened {
@@ -132,8 +137,9 @@ impl Connector {
         loop {
             let (socket, peer) = listener.accept().await?;
             let connector = self.clone();
+            let span = tracing::info_span!("session", connection = %connector.name, client = %peer, otel.kind = "client");
             tokio::spawn(async move {
-                match connector.session(socket).await {
+                match connector.session(socket).instrument(span).await {
                     Ok((sent, received)) => {
                         tracing::info!(%peer, connection = %connector.name, sent, received, "session closed")
                     }

@@ -14,6 +14,7 @@ use postern_gateway::{Stores, start};
 use postern_state::memory::MemoryRouteStore;
 use postern_state::redis::{RedisConnectError, RedisRouteStore};
 use postern_state::{Role, RouteStore, UserToken, now_ms};
+use postern_telemetry::{Logging, Service, Telemetry, TelemetryError, TracingConfig};
 use postern_tunnel::auth::hash_token;
 use postern_tunnel::env::Env;
 
@@ -45,7 +46,13 @@ async fn main() {
     let cli = Cli::parse();
     let env = Env::from_process();
     let dev = matches!(cli.command, Some(Command::Dev { .. }));
-    init_logging(&env, dev);
+    let telemetry = match init_telemetry(&env, dev) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("postern-gateway: configuration error: {e}");
+            std::process::exit(2);
+        }
+    };
     // Variables of the CLI and the embedded agent are expected in a shared shell.
     let known: Vec<&str> = VARS
         .iter()
@@ -69,6 +76,7 @@ async fn main() {
         }) => run_dev(&env, data_dir, listen, internal).await,
         Some(Command::Serve) | None => run(&env).await,
     };
+    telemetry.shutdown().await;
     if let Err(e) = result {
         eprintln!("postern-gateway: {e:#}");
         std::process::exit(1);
@@ -174,24 +182,24 @@ fn dirs_data_dir() -> Option<PathBuf> {
         })
 }
 
-fn init_logging(env: &Env, dev: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let text = match env.raw("POSTERN_LOG_FORMAT") {
-        Some("text") => true,
-        Some("json") => false,
-        _ => dev,
+/// Logs (JSON unless dev mode or POSTERN_LOG_FORMAT=text) and, when an OTLP
+/// endpoint is set, traces.
+fn init_telemetry(env: &Env, dev: bool) -> Result<Telemetry, TelemetryError> {
+    let json = postern_telemetry::json_logs(env, !dev)?;
+    let logging = Logging {
+        filter_var: "RUST_LOG",
+        default_filter: "info",
+        json,
     };
-    if text {
-        builder.init();
-    } else {
-        builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .init();
+    let service = Service {
+        name: "postern-gateway",
+        version: env!("CARGO_PKG_VERSION"),
+        instance: env.raw("POSTERN_REPLICA_ID").map(str::to_owned),
+    };
+    let tracing = TracingConfig::from_env(env, service.name)?;
+    let telemetry = postern_telemetry::init(env, &logging, &service, tracing.as_ref())?;
+    if let Some(config) = &tracing {
+        tracing::info!(?config, "exporting traces over OTLP/gRPC");
     }
+    Ok(telemetry)
 }

@@ -40,7 +40,10 @@ impl Sessions for SessionsService {
             .await?;
         let connection = shared.required_metadata(request.metadata(), CONNECTION_HEADER)?;
         let session_id = uuid::Uuid::new_v4().to_string();
-        let span = info_span!("session", session_id = %session_id, user = %user.name, connection = %connection);
+        let span = info_span!("session", session_id = %session_id, user = %user.name,
+            connection = %connection, replica = %shared.replica_id, otel.kind = "server");
+        // The CLI's span, when it traces: one session is one trace.
+        postern_telemetry::propagate::set_parent_from_metadata(&span, request.metadata());
         open_session(
             shared.clone(),
             user,
@@ -130,6 +133,7 @@ async fn open_session(
         user: user.name.clone(),
         ingress_replica: shared.replica_id.clone(),
         postgres: crate::connection_settings::postgres_session(&connection, access.read_only),
+        traceparent: postern_telemetry::propagate::traceparent_of(&tracing::Span::current()),
     };
     let sent: Result<Option<String>, Refusal> = match &local_link {
         Some(link) => {

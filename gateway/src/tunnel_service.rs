@@ -132,10 +132,17 @@ async fn attach_frames(
 ) -> Result<FrameResponse, Status> {
     let agent = shared.authenticate_agent(metadata).await?;
     let session_id = shared.required_metadata(metadata, SESSION_HEADER)?;
+    // The agent's session span is the parent; a peer splice is this span's child.
+    let span = info_span!("session.attach", %session_id, agent = %agent.name,
+        replica = %shared.replica_id, otel.kind = "server");
+    postern_telemetry::propagate::set_parent_from_metadata(&span, metadata);
     let Some(pending) = shared.pending.take(&session_id, &agent.name) else {
         // Behind a load balancer the agent's stream may land on any replica.
-        return Ok(splice_to_ingress(shared, &agent.name, &session_id, inbound).await?);
+        return Ok(splice_to_ingress(shared, &agent.name, &session_id, inbound)
+            .instrument(span)
+            .await?);
     };
+    let _entered = span.enter();
     shared.metrics.splice(SplicePath::Local);
     let client = pending
         .join(Attached { inbound, via: None })

@@ -44,12 +44,31 @@ pub async fn open_session(
     token: &Secret,
     connection: &AsciiMetadataValue,
 ) -> Result<OpenedSession, Status> {
+    open_session_with(
+        channel,
+        fresh_channel,
+        token,
+        connection,
+        &MetadataMap::new(),
+    )
+    .await
+}
+
+/// [`open_session`] with `extra` metadata on every attempt (the caller's
+/// trace context).
+pub async fn open_session_with(
+    channel: Channel,
+    fresh_channel: Option<&ChannelFactory>,
+    token: &Secret,
+    connection: &AsciiMetadataValue,
+    extra: &MetadataMap,
+) -> Result<OpenedSession, Status> {
     let started = Instant::now();
     let mut channel = channel;
     let mut attempt = 0;
     loop {
         let (outgoing, body) = outgoing_channel();
-        let mut metadata = MetadataMap::new();
+        let mut metadata = extra.clone();
         set_bearer(&mut metadata, token).map_err(|e| Status::invalid_argument(e.to_string()))?;
         metadata.insert(CONNECTION_HEADER, connection.clone());
         // Framed by hand (see `wire`): payloads are not copied on the way.

@@ -71,6 +71,7 @@ impl Engine {
             user: person.into(),
             ingress_replica: "test".into(),
             postgres: Some(settings.clone()),
+            traceparent: String::new(),
         };
         let (engine_config, engine_audits) = (config.clone(), audits.clone());
         tokio::spawn(async move {

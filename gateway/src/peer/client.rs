@@ -173,6 +173,7 @@ impl PeerClient {
         let mut metadata = MetadataMap::new();
         // As in `request`: a token that is not ASCII is refused by the peer.
         let _ = set_bearer(&mut metadata, &self.token());
+        postern_telemetry::propagate::inject_metadata(&tracing::Span::current(), &mut metadata);
         for (name, value) in [(SESSION_HEADER, session_id), (AGENT_HEADER, agent)] {
             let value = AsciiMetadataValue::try_from(value)
                 .map_err(|_| Status::invalid_argument(format!("{name} is not ASCII")))?;

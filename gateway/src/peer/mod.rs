@@ -14,11 +14,12 @@ use std::time::Instant;
 
 use futures::Stream;
 use postern_state::ReplicaInfo;
+use postern_telemetry::propagate;
 use postern_tunnel::peer::PeerKey;
 use postern_tunnel::proto::gateway_message::Kind as GatewayKind;
 use postern_tunnel::proto::{Frame, GatewayMessage, PeerSessionRejected, PeerSessionRequest};
 use tonic::Status;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, info_span, warn};
 
 use crate::metrics::{ErrorKind, SplicePath};
 use crate::refusal::Refusal;
@@ -122,7 +123,7 @@ pub async fn pass_on_request(
 ) -> Result<(), Refusal> {
     let PeerSessionRequest {
         agent,
-        request: Some(session_request),
+        request: Some(mut session_request),
     } = message
     else {
         return Err(shared.refuse(Refusal::new(
@@ -140,6 +141,11 @@ pub async fn pass_on_request(
         ))
     })?;
     let session_id = session_request.session_id.clone();
+    // A short span for the hand-off; the agent's session span is its child.
+    let span = info_span!("session.pass_on", %session_id, %agent, %ingress,
+        replica = %shared.replica_id, otel.kind = "server");
+    propagate::set_parent_from_traceparent(&span, &session_request.traceparent);
+    session_request.traceparent = propagate::traceparent_of(&span);
     shared.forwarded.insert(
         session_id.clone(),
         Forwarded {
@@ -179,7 +185,12 @@ pub fn accept_splice(
     session_id: &str,
     agent: &str,
     inbound: FrameResponse,
+    traceparent: &str,
 ) -> Result<FrameResponse, Refusal> {
+    let span = info_span!("session.splice", %session_id, %agent, %via,
+        replica = %shared.replica_id, otel.kind = "server");
+    propagate::set_parent_from_traceparent(&span, traceparent);
+    let _entered = span.enter();
     let Some(pending) = shared.pending.take(session_id, agent) else {
         return Err(shared.refuse(Refusal::new(
             ErrorKind::NotFound,

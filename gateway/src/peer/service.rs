@@ -91,11 +91,16 @@ fn splice_frames(
     let via = shared.authenticate_peer(metadata)?;
     let session_id = shared.required_metadata(metadata, SESSION_HEADER)?;
     let agent = shared.required_metadata(metadata, AGENT_HEADER)?;
+    let traceparent = metadata
+        .get(postern_telemetry::propagate::TRACEPARENT)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
     Ok(super::accept_splice(
         shared,
         via,
         &session_id,
         &agent,
         inbound,
+        traceparent,
     )?)
 }

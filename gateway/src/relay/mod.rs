@@ -178,6 +178,7 @@ impl Relay {
             session_id: session_id.to_owned(),
             agent: agent.to_owned(),
             stream_id,
+            traceparent: postern_telemetry::propagate::traceparent_of(&tracing::Span::current()),
         };
         if let Err(status) = self.call(ingress, CallKind::Splice(splice)).await {
             self.discard(&state);
@@ -422,6 +423,7 @@ fn answer_call(shared: &Arc<Shared>, relay: &Arc<Relay>, from: String, call: Rel
                 &splice.session_id,
                 &splice.agent,
                 Box::pin(inbound),
+                &splice.traceparent,
             );
             match joined {
                 Ok(client) => {

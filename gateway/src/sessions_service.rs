@@ -40,7 +40,13 @@ impl Sessions for SessionsService {
             .await?;
         let connection = shared.required_metadata(request.metadata(), CONNECTION_HEADER)?;
         let session_id = uuid::Uuid::new_v4().to_string();
-        let span = info_span!("session", session_id = %session_id, user = %user.name, connection = %connection);
+        let span = info_span!(
+            "session",
+            session_id = %session_id,
+            user = %user.name,
+            connection = %connection,
+            replica = %shared.replica_id
+        );
         open_session(
             shared.clone(),
             user,
@@ -48,10 +54,10 @@ impl Sessions for SessionsService {
             session_id,
             request.into_inner(),
         )
-        .instrument(span)
+        .instrument(span.clone())
         .await
         .map_err(|refusal| {
-            info!(error = %refusal, "session refused");
+            span.in_scope(|| info!(error = %refusal, "session refused"));
             refusal.into()
         })
     }

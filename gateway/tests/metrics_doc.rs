@@ -118,6 +118,14 @@ fn value(scrape: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     exposition::sample(scrape, name, labels).unwrap_or(0.0)
 }
 
+fn at_least(scrape: &str, name: &str, labels: &[(&str, &str)], least: f64) {
+    let seen = value(scrape, name, labels);
+    assert!(
+        seen >= least,
+        "{name}{labels:?} is {seen}, expected at least {least}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_exports_exactly_the_documented_metrics() {
     let replicas = Replicas::start(2, Arc::new(MemoryRouteStore::new())).await;
@@ -175,49 +183,41 @@ async fn a_replica_exports_exactly_the_documented_metrics() {
 
     // The activity above moved what it should, on the replica that counts it.
     let holder = replicas.metrics(1).await;
-    for (text, name, labels, least) in [
-        (
-            &scrape,
-            "postern_session_bytes_total",
-            &[("direction", "up")][..],
-            65536.0,
-        ),
-        (
-            &scrape,
-            "postern_session_bytes_total",
-            &[("direction", "down")],
-            65536.0,
-        ),
-        (&scrape, "postern_session_open_seconds_count", &[], 1.0),
-        (
-            &scrape,
-            "postern_errors_total",
-            &[("kind", "not_found")],
-            1.0,
-        ),
-        (
-            &scrape,
-            "postern_errors_total",
-            &[("kind", "unauthenticated")],
-            1.0,
-        ),
-        (
-            &scrape,
-            "postern_policy_cache_lookups_total",
-            &[("result", "miss")],
-            1.0,
-        ),
-        (&scrape, "postern_replicas_live", &[], 2.0),
-        (&holder, "postern_agents_connected", &[], 1.0),
-        (&holder, "postern_splices_total", &[("path", "peer")], 1.0),
-        (&holder, "postern_splices_total", &[("path", "local")], 1.0),
-    ] {
-        let seen = value(text, name, labels);
-        assert!(
-            seen >= least,
-            "{name}{labels:?} is {seen}, expected at least {least}"
-        );
-    }
+    at_least(
+        &scrape,
+        "postern_session_bytes_total",
+        &[("direction", "up")],
+        65536.0,
+    );
+    at_least(
+        &scrape,
+        "postern_session_bytes_total",
+        &[("direction", "down")],
+        65536.0,
+    );
+    at_least(&scrape, "postern_session_open_seconds_count", &[], 1.0);
+    at_least(
+        &scrape,
+        "postern_errors_total",
+        &[("kind", "not_found")],
+        1.0,
+    );
+    at_least(
+        &scrape,
+        "postern_errors_total",
+        &[("kind", "unauthenticated")],
+        1.0,
+    );
+    at_least(
+        &scrape,
+        "postern_policy_cache_lookups_total",
+        &[("result", "miss")],
+        1.0,
+    );
+    at_least(&scrape, "postern_replicas_live", &[], 2.0);
+    at_least(&holder, "postern_agents_connected", &[], 1.0);
+    at_least(&holder, "postern_splices_total", &[("path", "peer")], 1.0);
+    at_least(&holder, "postern_splices_total", &[("path", "local")], 1.0);
     agent.stop().await;
 }
 
@@ -264,16 +264,20 @@ fn references(expr: &str) -> References {
             *i += 1;
         }
     };
+    // From an opening quote to past its closing one.
+    let skip_string = |i: &mut usize| {
+        *i += 1;
+        while *i < chars.len() && chars[*i] != '"' {
+            *i += if chars[*i] == '\\' { 2 } else { 1 };
+        }
+        *i += 1;
+    };
     let mut found = References::default();
     let mut i = 0;
     while i < chars.len() {
         let c = chars[i];
         if c == '"' {
-            i += 1;
-            while i < chars.len() && chars[i] != '"' {
-                i += if chars[i] == '\\' { 2 } else { 1 };
-            }
-            i += 1;
+            skip_string(&mut i);
         } else if c == '$' || (i > 0 && is_part(chars[i - 1]) && is_start(c)) {
             // A Grafana variable, or the rest of a number such as `5m`.
             i += 1;
@@ -305,12 +309,10 @@ fn references(expr: &str) -> References {
                         matchers.push(identifier(&mut i));
                         while i < chars.len() && chars[i] != ',' && chars[i] != '}' {
                             if chars[i] == '"' {
+                                skip_string(&mut i);
+                            } else {
                                 i += 1;
-                                while i < chars.len() && chars[i] != '"' {
-                                    i += if chars[i] == '\\' { 2 } else { 1 };
-                                }
                             }
-                            i += 1;
                         }
                     }
                 }

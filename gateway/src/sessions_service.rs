@@ -51,10 +51,10 @@ impl Sessions for SessionsService {
             session_id,
             request.into_inner(),
         )
-        .instrument(span)
+        .instrument(span.clone())
         .await
         .map_err(|refusal| {
-            info!(error = %refusal, "session refused");
+            span.in_scope(|| info!(error = %refusal, "session refused"));
             refusal.into()
         })
     }

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod balancer;
+pub mod exposition;
 pub mod oidc;
 pub mod postgres;
 pub mod proxy;

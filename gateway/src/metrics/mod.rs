@@ -1,122 +1,21 @@
-//! Prometheus metrics of one replica. Names and labels are documented in the README.
+//! Prometheus metrics of one replica. Names, labels and their values are
+//! documented in docs/metrics.md (a test scrapes a replica and compares).
 
-use prometheus_client::encoding::EncodeLabelSet;
+mod labels;
+
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub enum Direction {
-    /// From the user towards the target.
-    Up,
-    /// From the target towards the user.
-    Down,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct DirectionLabels {
-    direction: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OutcomeLabels {
-    outcome: &'static str,
-}
-
-/// Why a request or session failed; one label value each.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub enum ErrorKind {
-    Unauthenticated,
-    Forbidden,
-    BadRequest,
-    NotFound,
-    AgentOffline,
-    TargetUnreachable,
-    AttachTimeout,
-    StoreUnavailable,
-    Draining,
-    StreamError,
-    PeerUnauthenticated,
-    PeerUnavailable,
-    /// An audit event could not be written.
-    AuditUnavailable,
-    /// The connection requires MFA and the login did not prove it.
-    MfaRequired,
-    /// The connection requires an approval the person does not have yet.
-    ApprovalRequired,
-    /// A compare-and-set write lost to another one.
-    Conflict,
-    /// The OIDC issuer's keys cannot be fetched: tokens cannot be checked.
-    IdentityUnavailable,
-}
-
-impl ErrorKind {
-    /// Stable snake_case name: the metric label and the JSON error code.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::Unauthenticated => "unauthenticated",
-            ErrorKind::Forbidden => "forbidden",
-            ErrorKind::BadRequest => "bad_request",
-            ErrorKind::NotFound => "not_found",
-            ErrorKind::AgentOffline => "agent_offline",
-            ErrorKind::TargetUnreachable => "target_unreachable",
-            ErrorKind::AttachTimeout => "attach_timeout",
-            ErrorKind::StoreUnavailable => "store_unavailable",
-            ErrorKind::Draining => "draining",
-            ErrorKind::StreamError => "stream_error",
-            ErrorKind::PeerUnauthenticated => "peer_unauthenticated",
-            ErrorKind::PeerUnavailable => "peer_unavailable",
-            ErrorKind::AuditUnavailable => "audit_unavailable",
-            ErrorKind::MfaRequired => "mfa_required",
-            ErrorKind::ApprovalRequired => "approval_required",
-            ErrorKind::Conflict => "conflict",
-            ErrorKind::IdentityUnavailable => "identity_unavailable",
-        }
-    }
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ErrorLabels {
-    kind: &'static str,
-}
-
-/// How a session's two legs were joined.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub enum SplicePath {
-    /// The ingress replica holds the agent's Attach itself.
-    Local,
-    /// The agent attached to another replica, which forwards over the peer link.
-    Peer,
-    /// As `Peer`, carried through the route store's pub/sub instead of a link.
-    Relay,
-}
-
-impl SplicePath {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SplicePath::Local => "local",
-            SplicePath::Peer => "peer",
-            SplicePath::Relay => "relay",
-        }
-    }
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PathLabels {
-    path: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResultLabels {
-    result: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OperationLabels {
-    operation: &'static str,
-}
+pub use labels::{Direction, ErrorKind, SplicePath};
+use labels::{
+    DirectionLabels, ErrorLabels, OperationLabels, OutcomeLabels, POLICY_CACHE_LOOKUP_RESULTS,
+    POLICY_CACHE_SOURCES, PathLabels, RELAY_DIRECTIONS, RELAY_RESET_REASONS, ROUTE_LOOKUP_RESULTS,
+    ROUTE_STORE_OPERATIONS, ReasonLabels, ResultLabels, SESSION_OUTCOMES, STATEMENT_OUTCOMES,
+    SourceLabels, WEBHOOK_RESULTS, debug_assert_listed,
+};
 
 pub struct Metrics {
     registry: Registry,
@@ -141,16 +40,6 @@ pub struct Metrics {
     policy_cache_invalidations: Family<SourceLabels, Counter>,
     /// 0 fresh, 1 stale (serving cached policy), 2 failed closed.
     pub policy_cache_state: Gauge,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct SourceLabels {
-    source: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabels {
-    reason: &'static str,
 }
 
 impl Default for Metrics {
@@ -251,7 +140,7 @@ impl Metrics {
         let statements = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "statements",
-            "Statements agents reported on sessions entering here, by outcome (ok, error, blocked)",
+            "Statements agents reported on sessions entering here, by outcome (ok, error, blocked, skipped, protocol_error, unknown)",
             statements.clone(),
         );
         let policy_cache_lookups = Family::<ResultLabels, Counter>::default();
@@ -278,6 +167,43 @@ impl Metrics {
             "policy_cache_state",
             "Policy cache state: 0 fresh, 1 stale (serving cached policy), 2 failed closed or not yet loaded",
             policy_cache_state.clone(),
+        );
+        export_at_zero(&sessions_total, SESSION_OUTCOMES, |outcome| OutcomeLabels {
+            outcome,
+        });
+        export_at_zero(&errors, ErrorKind::ALL.map(ErrorKind::as_str), |kind| {
+            ErrorLabels { kind }
+        });
+        export_at_zero(&splices, SplicePath::ALL.map(SplicePath::as_str), |path| {
+            PathLabels { path }
+        });
+        export_at_zero(&route_lookups, ROUTE_LOOKUP_RESULTS, |result| {
+            ResultLabels { result }
+        });
+        export_at_zero(&route_store_errors, ROUTE_STORE_OPERATIONS, |operation| {
+            OperationLabels { operation }
+        });
+        export_at_zero(&relay_messages, RELAY_DIRECTIONS, |direction| {
+            DirectionLabels { direction }
+        });
+        export_at_zero(&relay_resets, RELAY_RESET_REASONS, |reason| ReasonLabels {
+            reason,
+        });
+        export_at_zero(&statements, STATEMENT_OUTCOMES, |outcome| OutcomeLabels {
+            outcome,
+        });
+        export_at_zero(&webhook_deliveries, WEBHOOK_RESULTS, |result| {
+            ResultLabels { result }
+        });
+        export_at_zero(
+            &policy_cache_lookups,
+            POLICY_CACHE_LOOKUP_RESULTS,
+            |result| ResultLabels { result },
+        );
+        export_at_zero(
+            &policy_cache_invalidations,
+            POLICY_CACHE_SOURCES,
+            |source| SourceLabels { source },
         );
         // Bind each handle in its own statement: `get_or_create` returns a read
         // guard, and a second call while one is alive would deadlock.
@@ -313,6 +239,7 @@ impl Metrics {
     }
 
     pub fn policy_cache_lookup(&self, result: &'static str) {
+        debug_assert_listed("result", result, POLICY_CACHE_LOOKUP_RESULTS);
         self.policy_cache_lookups
             .get_or_create(&ResultLabels { result })
             .inc();
@@ -323,26 +250,25 @@ impl Metrics {
     }
 
     pub fn policy_cache_invalidation(&self, source: &'static str) {
+        debug_assert_listed("source", source, POLICY_CACHE_SOURCES);
         self.policy_cache_invalidations
             .get_or_create(&SourceLabels { source })
             .inc();
     }
 
     pub fn webhook_delivery(&self, result: &'static str) {
+        debug_assert_listed("result", result, WEBHOOK_RESULTS);
         self.webhook_deliveries
             .get_or_create(&ResultLabels { result })
             .inc();
     }
 
     pub fn statement(&self, outcome: &str) {
-        let outcome = match outcome {
-            "ok" => "ok",
-            "error" => "error",
-            "blocked" => "blocked",
-            "skipped" => "skipped",
-            "protocol_error" => "protocol_error",
-            _ => "unknown",
-        };
+        let outcome = STATEMENT_OUTCOMES
+            .iter()
+            .find(|listed| **listed == outcome)
+            .copied()
+            .unwrap_or("unknown");
         self.statements
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
@@ -357,6 +283,7 @@ impl Metrics {
     }
 
     pub fn relay_reset(&self, reason: &'static str) {
+        debug_assert_listed("reason", reason, RELAY_RESET_REASONS);
         self.relay_resets
             .get_or_create(&ReasonLabels { reason })
             .inc();
@@ -379,6 +306,7 @@ impl Metrics {
     }
 
     pub fn route_store_error(&self, operation: &'static str) {
+        debug_assert_listed("operation", operation, ROUTE_STORE_OPERATIONS);
         self.route_store_errors
             .get_or_create(&OperationLabels { operation })
             .inc();
@@ -393,6 +321,7 @@ impl Metrics {
     }
 
     pub fn session_ended(&self, outcome: &'static str) {
+        debug_assert_listed("outcome", outcome, SESSION_OUTCOMES);
         self.sessions_total
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
@@ -407,40 +336,19 @@ impl Metrics {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exposition_names_every_documented_metric() {
-        let metrics = Metrics::new();
-        metrics.error(ErrorKind::AgentOffline);
-        metrics.session_ended("ok");
-        metrics.bytes_up.inc_by(5);
-        metrics.splice(SplicePath::Peer);
-        metrics.route_lookup(false);
-        metrics.route_store_error("announce_replica");
-        metrics.policy_cache_lookup("stale");
-        metrics.policy_cache_refresh_failure();
-        metrics.policy_cache_invalidation("poll");
-        let text = metrics.encode();
-        for name in [
-            "postern_sessions_open",
-            "postern_sessions_total{outcome=\"ok\"} 1",
-            "postern_session_bytes_total{direction=\"up\"} 5",
-            "postern_agents_connected",
-            "postern_errors_total{kind=\"agent_offline\"} 1",
-            "postern_session_open_seconds_bucket",
-            "postern_splices_total{path=\"peer\"} 1",
-            "postern_route_lookups_total{result=\"miss\"} 1",
-            "postern_route_store_errors_total{operation=\"announce_replica\"} 1",
-            "postern_replicas_live",
-            "postern_policy_cache_lookups_total{result=\"stale\"} 1",
-            "postern_policy_cache_refresh_failures_total 1",
-            "postern_policy_cache_invalidations_total{source=\"poll\"} 1",
-            "postern_policy_cache_state 2",
-        ] {
-            assert!(text.contains(name), "{name} missing from:\n{text}");
-        }
+/// Creates the series of every listed label value, at 0.
+fn export_at_zero<L, V>(
+    family: &Family<L, Counter>,
+    values: impl IntoIterator<Item = V>,
+    labels: impl Fn(V) -> L,
+) where
+    L: Clone + std::hash::Hash + Eq,
+{
+    for value in values {
+        // The guard `get_or_create` returns is dropped at once.
+        drop(family.get_or_create(&labels(value)));
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -198,12 +198,16 @@ async fn list_connections(
     let principal = user(&shared, &headers).await?;
     let connections = shared.stored(shared.stores.policy.connections().await)?;
     let snapshot = shared.policy_snapshot().await?;
+    let visible: Vec<Connection> = connections
+        .into_iter()
+        .filter(|connection| may_see(&principal, &connection.name, &snapshot.rules))
+        .collect();
+    let reachable = reachable_agents(&shared, visible.iter().map(|c| c.agent.as_str())).await;
     Ok(Json(
-        connections
+        visible
             .into_iter()
-            .filter(|connection| may_see(&principal, &connection.name, &snapshot.rules))
             .map(|connection| ConnectionView {
-                agent_connected: shared.agents.is_connected(&connection.agent),
+                agent_connected: reachable.contains(&connection.agent),
                 connection,
             })
             .collect(),
@@ -231,7 +235,7 @@ async fn show_connection(
         ))
     })?;
     Ok(Json(ConnectionView {
-        agent_connected: shared.agents.is_connected(&connection.agent),
+        agent_connected: shared.agent_reachable(&connection.agent).await,
         connection,
     }))
 }
@@ -307,15 +311,33 @@ async fn list_agents(
 ) -> ApiResult<Json<Vec<AgentView>>> {
     admin(&shared, &headers).await?;
     let agents = shared.stored(shared.stores.policy.agents().await)?;
+    let reachable = reachable_agents(&shared, agents.iter().map(|a| a.name.as_str())).await;
     Ok(Json(
         agents
             .into_iter()
             .map(|agent| AgentView {
-                connected: shared.agents.is_connected(&agent.name),
+                connected: reachable.contains(&agent.name),
                 agent,
             })
             .collect(),
     ))
+}
+
+/// The agents among `names` that some live replica holds a tunnel of, each
+/// looked up once and all at the same time (a list can name many).
+async fn reachable_agents<'a>(
+    shared: &Shared,
+    names: impl Iterator<Item = &'a str>,
+) -> std::collections::HashSet<String> {
+    let unique: std::collections::BTreeSet<&str> = names.collect();
+    let checks = unique
+        .into_iter()
+        .map(|name| async move { shared.agent_reachable(name).await.then(|| name.to_owned()) });
+    futures::future::join_all(checks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 #[derive(Deserialize)]

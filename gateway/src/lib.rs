@@ -8,6 +8,7 @@ pub mod api_errors;
 pub mod api_policy;
 pub mod audit_writer;
 pub mod authz;
+pub mod bootstrap;
 pub mod config;
 pub mod connection_settings;
 pub mod dev;

@@ -8,14 +8,14 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use postern_agent::pg::credentials::Credentials;
+use postern_gateway::bootstrap::{Bootstrap, register_bootstrap_admin};
 use postern_gateway::config::{GatewayConfig, VARS, settings_from_env};
 use postern_gateway::dev::{DevOptions, start_dev};
 use postern_gateway::{Stores, start};
+use postern_state::RouteStore;
 use postern_state::memory::MemoryRouteStore;
 use postern_state::redis::{RedisConnectError, RedisRouteStore};
-use postern_state::{Role, RouteStore, UserToken, now_ms};
 use postern_telemetry::{Logging, Service, Telemetry, TelemetryError, TracingConfig};
-use postern_tunnel::auth::hash_token;
 use postern_tunnel::env::Env;
 
 #[derive(Parser)]
@@ -98,18 +98,11 @@ async fn run(env: &Env) -> anyhow::Result<()> {
         })?;
     let store = opened.policy.clone();
     if let Some(token) = &config.bootstrap_admin_token {
-        let hash = hash_token(token.expose());
-        if store.user_by_token_hash(&hash).await?.is_none() {
-            store
-                .create_user_token(&UserToken {
-                    user: "admin".into(),
-                    token_hash: hash,
-                    role: Role::Admin,
-                    created_at_ms: now_ms(),
-                    groups: Vec::new(),
-                })
-                .await?;
-            tracing::info!("bootstrap admin token registered");
+        match register_bootstrap_admin(&*store, token).await? {
+            Bootstrap::Registered => tracing::info!("bootstrap admin token registered"),
+            Bootstrap::AlreadyRegistered => {
+                tracing::debug!("bootstrap admin token already registered")
+            }
         }
     }
     let routes: Arc<dyn RouteStore> = match &config.redis_url {

@@ -98,10 +98,12 @@ impl From<Refusal> for Status {
 impl From<StoreError> for Refusal {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::AlreadyExists { .. } | StoreError::Invalid { .. } => {
-                Refusal::new(ErrorKind::BadRequest, err.to_string())
+            StoreError::Invalid { .. } => Refusal::new(ErrorKind::BadRequest, err.to_string()),
+            // A name taken is a conflict with what exists (HTTP 409), so a
+            // script can tell it from a malformed request.
+            StoreError::AlreadyExists { .. } | StoreError::Conflict { .. } => {
+                Refusal::new(ErrorKind::Conflict, err.to_string())
             }
-            StoreError::Conflict { .. } => Refusal::new(ErrorKind::Conflict, err.to_string()),
             // The policy cache said so: logged once when it turned, not per request.
             StoreError::Unavailable(source)
                 if source.is::<crate::policy_cache::PastStaleLimit>() =>
@@ -207,6 +209,11 @@ mod tests {
         let refusal = Refusal::from(StoreError::AlreadyExists {
             kind: "connection",
             name: "pg".into(),
+        });
+        assert_eq!(refusal.kind, ErrorKind::Conflict);
+        let refusal = Refusal::from(StoreError::Invalid {
+            field: "name",
+            reason: "empty".into(),
         });
         assert_eq!(refusal.kind, ErrorKind::BadRequest);
     }

@@ -159,6 +159,28 @@ impl Shared {
         tracing::warn!(operation, %error, "route store operation failed");
     }
 
+    /// Whether the agent has a live tunnel to this replica or, with peering,
+    /// to another live replica (the route store says which). A route store
+    /// that cannot answer counts as not known to be connected.
+    pub async fn agent_reachable(&self, agent: &str) -> bool {
+        if self.agents.is_connected(agent) {
+            return true;
+        }
+        if self.peers.is_none() {
+            return false;
+        }
+        match self.stores.routes.agent_replicas(agent).await {
+            Ok(holders) => {
+                let live = self.cluster.snapshot();
+                holders.iter().any(|holder| live.contains_key(holder))
+            }
+            Err(error) => {
+                self.route_store_error("agent_replicas", &error);
+                false
+            }
+        }
+    }
+
     /// Authenticates a call from another replica by its peer token.
     pub fn authenticate_peer(&self, metadata: &MetadataMap) -> Result<String, Refusal> {
         let Some(peers) = &self.peers else {

@@ -72,6 +72,25 @@ async fn every_replica_reaches_every_agent(routes: Arc<dyn RouteStore>) {
             "user on {user_on} to agent {agent}"
         );
     }
+    // Every replica lists every connection's agent as connected, wherever
+    // its tunnel is (`postern ls` and the connect preflight read this).
+    for i in 0..3 {
+        let listed = replicas.api_get(i, "/v1/connections").await;
+        for agent in 0..3 {
+            let name = format!("echo-{agent}");
+            let entry = listed
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == name.as_str())
+                .unwrap_or_else(|| panic!("{name} listed on replica {i}: {listed}"));
+            assert_eq!(entry["agent_connected"], true, "{name} on replica {i}");
+            let shown = replicas
+                .api_get(i, &format!("/v1/connections/{name}"))
+                .await;
+            assert_eq!(shown["agent_connected"], true, "{name} on replica {i}");
+        }
+    }
     for i in 0..3 {
         let metrics = replicas.metrics(i).await;
         assert!(
@@ -83,6 +102,28 @@ async fn every_replica_reaches_every_agent(routes: Arc<dyn RouteStore>) {
     }
     for agent in agents {
         agent.stop().await;
+    }
+    // Gone agents are shown offline again, on every replica.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    for i in 0..3 {
+        loop {
+            let listed = replicas.api_get(i, "/v1/connections").await;
+            let online: Vec<_> = listed
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["agent_connected"] == true)
+                .map(|c| c["name"].clone())
+                .collect();
+            if online.is_empty() {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "replica {i} still lists {online:?} as connected"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 

@@ -195,6 +195,25 @@ impl Replicas {
         postern_tunnel::http2::lazy_channel(url, Some(&self.ca_pem)).unwrap()
     }
 
+    /// GET on one replica's HTTP API as the test user, over its TLS port.
+    pub async fn api_get(&self, index: usize, path: &str) -> serde_json::Value {
+        // reqwest is built without a default TLS provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let ca = reqwest::Certificate::from_pem(&self.ca_pem).unwrap();
+        let client = reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .build()
+            .unwrap();
+        let response = client
+            .get(format!("{}{path}", self.url(index)))
+            .bearer_auth(self.user_token.expose())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "GET {path} on replica {index}");
+        response.json().await.unwrap()
+    }
+
     pub async fn metrics(&self, index: usize) -> String {
         postern_testkit::http_get(self.gateway(index).internal_addr, "/metrics").await
     }

@@ -210,6 +210,30 @@ class Checker:
                     self.expect(argv[0] in stage["copied"], label,
                                 f"{what} runs {argv[0]}, which no COPY in this stage puts there")
 
+    def dockerignore(self):
+        """The images build workspace members: none may be left out of the context."""
+        import fnmatch
+
+        where = ".dockerignore"
+        lines = [line.strip() for line in (self.root / where).read_text().splitlines()]
+        rules = [line for line in lines if line and not line.startswith("#")]
+        manifest = (self.root / "Cargo.toml").read_text()
+        members = re.findall(r'"([^"]+)"', re.search(r"members\s*=\s*\[([^]]*)\]",
+                                                    manifest).group(1))
+        for member in members + ["Cargo.toml", "Cargo.lock"]:
+            parts = member.split("/")
+            excluded = False
+            # Docker's rule: the last matching pattern wins; a directory's
+            # pattern covers what is under it.
+            for rule in rules:
+                negate = rule.startswith("!")
+                pattern = rule.lstrip("!").rstrip("/")
+                if any(fnmatch.fnmatch("/".join(parts[:i]), pattern)
+                       for i in range(1, len(parts) + 1)):
+                    excluded = not negate
+            self.expect(not excluded, where, f"leaves the workspace member {member} out of "
+                        "the build context: cargo cannot load the workspace")
+
     # ---- compose -------------------------------------------------------
 
     def compose(self):
@@ -513,6 +537,7 @@ class Checker:
 
     def run(self):
         self.dockerfiles()
+        self.dockerignore()
         self.compose()
         self.cloud_run()
         self.ecs()
@@ -537,6 +562,7 @@ MUTATIONS = [
      "  redis:\n    image: redis:7.4-alpine\n    environment: {POSTERN_PEER_SECRET: x}",
      "set on a container that is not Postern's"),
     ("Dockerfile.gateway", "USER 65532:65532", "USER root", "numeric non-root uid"),
+    ("../.dockerignore", "!infra/probe\n", "", "leaves the workspace member infra/probe out"),
     ("Dockerfile.agent", "static-debian12:nonroot", "static-debian12", "is not pinned"),
     ("Dockerfile.scratch", "COPY bin/postern-probe /usr/local/bin/postern-probe\n", "",
      "HEALTHCHECK runs /usr/local/bin/postern-probe"),
@@ -574,11 +600,11 @@ def self_test(root):
     with tempfile.TemporaryDirectory(prefix="postern-infra-check-") as tmp:
         tmp = Path(tmp)
         for rel in ("gateway/src/config", "gateway/src/main.rs", "agent/src/config.rs",
-                    "agent/src/pg/credentials.rs"):
+                    "agent/src/pg/credentials.rs", "Cargo.toml"):
             src, dst = root / rel, tmp / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
             (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
-        pristine = {}
+        pristine = {Path(".dockerignore"): (root / ".dockerignore").read_text()}
         for path in (root / "infra").rglob("*"):
             if path.is_file() and "target" not in path.parts and path.suffix != ".rs":
                 pristine[path.relative_to(root)] = path.read_text()

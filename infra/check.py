@@ -536,6 +536,9 @@ class Checker:
                                 f"mounts volume {m.get('name')}, not declared")
 
     def run(self):
+        for name in sorted(PENDING & self.gateway_vars):
+            self.warnings.append(f"infra/check.py: {name} is read by the gateway now: "
+                                 "drop it from PENDING")
         self.dockerfiles()
         self.dockerignore()
         self.compose()

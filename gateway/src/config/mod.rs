@@ -290,7 +290,11 @@ mod tests {
     #[test]
     fn cloud_run_port_is_the_fallback_for_the_listen_address() {
         // (variables, Ok((address, chosen by)) or Err(variable named))
-        let cases: [(&[(&str, &str)], Result<(&str, &str), &str>); 7] = [
+        type Case<'a> = (
+            &'a [(&'a str, &'a str)],
+            Result<(&'a str, &'a str), &'a str>,
+        );
+        let cases: [Case; 7] = [
             (&[], Ok(("0.0.0.0:8443", "default"))),
             (&[("PORT", "8080")], Ok(("0.0.0.0:8080", "PORT"))),
             (&[("PORT", " 9000 ")], Ok(("0.0.0.0:9000", "PORT"))),

@@ -84,7 +84,8 @@ mod tests {
         let empty = empty.display().to_string();
         let tls_url = "rediss://:hunter2@cache:6378";
         // (POSTERN_REDIS_URL, POSTERN_REDIS_CA_CERT, Ok(certificates) or Err(part of the message))
-        let cases: [(Option<&str>, Option<&str>, Result<usize, &str>); 8] = [
+        type Case<'a> = (Option<&'a str>, Option<&'a str>, Result<usize, &'a str>);
+        let cases: [Case; 8] = [
             (Some(tls_url), Some(&ca), Ok(1)),
             (Some("rediss+cluster://a:1,b:2"), Some(&ca), Ok(1)),
             (Some(tls_url), None, Ok(0)),

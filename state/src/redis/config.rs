@@ -308,6 +308,49 @@ mod tests {
         assert_eq!(addrs(&config), ["h1:6379", "h2:6379"]);
     }
 
+    /// A self-signed CA certificate (its key was thrown away): parses, trusts nothing real.
+    const TEST_CA: &str = "\
+-----BEGIN CERTIFICATE-----\n\
+MIIBijCCATGgAwIBAgIUUsjkLr3HWnCXqzLM6g+TnyY/pcowCgYIKoZIzj0EAwIw\n\
+GjEYMBYGA1UEAwwPUG9zdGVybiB0ZXN0IENBMCAXDTI2MTIwNzAwNTM0OVoYDzIx\n\
+MjYxMTEzMDA1MzQ5WjAaMRgwFgYDVQQDDA9Qb3N0ZXJuIHRlc3QgQ0EwWTATBgcq\n\
+hkjOPQIBBggqhkjOPQMBBwNCAAQBPeA99UZK6N2HXnz/lwBwzgMNSYc40rpFzJDn\n\
+l44JjSmFjTslCSh5L2qwfkh3wHkxhmqdeRSn/RZC+UiL8Hh/o1MwUTAdBgNVHQ4E\n\
+FgQU1K8ALSuFViU23+1BTTJiqS1q3OowHwYDVR0jBBgwFoAU1K8ALSuFViU23+1B\n\
+TTJiqS1q3OowDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNHADBEAiANy1qh\n\
+Kv67bk/lpJhRaGPrIMYpmKVVHHQ5PjZ8PwqPhQIgSvzzkffySFEYP4mIYHs0eLOW\n\
+W/LSRvbCyq8uxeHdIYU=\n\
+-----END CERTIFICATE-----\n\
+";
+
+    #[test]
+    fn a_private_ca_applies_to_tls_urls_only() {
+        let pem = TEST_CA.as_bytes().to_vec();
+        let plain = RedisConfig::from_url("redis://cache:6379").unwrap();
+        assert!(matches!(
+            plain.with_root_ca(pem.clone()),
+            Err(RedisUrlError::CaWithoutTls)
+        ));
+        for url in ["rediss://cache:6378", "rediss+cluster://a:1,b:2"] {
+            let config = RedisConfig::from_url(url)
+                .unwrap()
+                .with_root_ca(pem.clone());
+            let config = config.unwrap();
+            assert!(config.tls_certificates().is_some());
+            assert!(format!("{config:?}").contains("private_ca: true"));
+            // Every node carries the CA, so inbox connections verify with it too.
+            for node in &config.nodes {
+                assert!(matches!(
+                    node.addr(),
+                    ConnectionAddr::TcpTls {
+                        tls_params: Some(_),
+                        ..
+                    }
+                ));
+            }
+        }
+    }
+
     #[test]
     fn errors_say_what_is_wrong_without_the_password() {
         let err = |url: &str| RedisConfig::from_url(url).unwrap_err();

@@ -103,7 +103,11 @@ impl PostgresStore {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await
-            .map_err(backend)?;
+            .map_err(|e| match relay.as_ref().and_then(|r| r.take_error()) {
+                // The relay's dial failed: its error, not sqlx's "broken pipe".
+                Some(dial) => StoreError::Unavailable(Box::new(dial)),
+                None => backend(e),
+            })?;
         schema::migrate(&pool).await?;
         Ok(Self {
             pool,

@@ -11,6 +11,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use tokio::net::{TcpStream, UnixListener, UnixStream};
@@ -20,6 +21,8 @@ use tokio::task::JoinHandle;
 pub(super) struct NodelayRelay {
     dir: PathBuf,
     accept: JoinHandle<()>,
+    /// Why the last dial of the server failed: sqlx sees only a closed socket.
+    last_error: Arc<Mutex<Option<std::io::Error>>>,
 }
 
 impl NodelayRelay {
@@ -51,12 +54,23 @@ impl NodelayRelay {
         create_private_dir(&dir)?;
         // sqlx dials `<dir>/.s.PGSQL.<port>`, as libpq names a server's socket.
         let listener = UnixListener::bind(dir.join(format!(".s.PGSQL.{port}")))?;
+        let last_error = Arc::new(Mutex::new(None));
+        let errors = last_error.clone();
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                tokio::spawn(relay(client, host.clone(), port));
+                tokio::spawn(relay(client, host.clone(), port, errors.clone()));
             }
         });
-        Ok(Self { dir, accept })
+        Ok(Self {
+            dir,
+            accept,
+            last_error,
+        })
+    }
+
+    /// The error of the last failed dial of the server, taken.
+    pub(super) fn take_error(&self) -> Option<std::io::Error> {
+        self.last_error.lock().ok()?.take()
     }
 }
 
@@ -67,12 +81,24 @@ impl Drop for NodelayRelay {
     }
 }
 
-async fn relay(mut client: UnixStream, host: String, port: u16) {
+async fn relay(
+    mut client: UnixStream,
+    host: String,
+    port: u16,
+    errors: Arc<Mutex<Option<std::io::Error>>>,
+) {
     let mut server = match TcpStream::connect((host.as_str(), port)).await {
         Ok(server) => server,
         Err(error) => {
-            // sqlx sees only the closed socket: say what really happened.
+            // sqlx sees only the closed socket: keep what really happened.
             tracing::warn!(%host, port, %error, "cannot connect to Postgres");
+            let error = std::io::Error::new(
+                error.kind(),
+                format!("cannot connect to {host}:{port}: {error}"),
+            );
+            if let Ok(mut last) = errors.lock() {
+                *last = Some(error);
+            }
             return;
         }
     };

@@ -38,8 +38,10 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!(config = ?config, "starting agent");
     tracing::info!(credentials = ?config.credentials, "database logins available (names only)");
+    // Before the agent dials out, so a SIGTERM at any point after start stops it cleanly.
+    let signals = postern_tunnel::signal::Shutdown::install()?;
     let agent = postern_agent::spawn(config)?;
-    postern_tunnel::signal::shutdown().await;
+    signals.wait().await;
     tracing::info!("stopping");
     agent.stop().await;
     telemetry.shutdown().await;

@@ -14,7 +14,7 @@ use postern_gateway::dev::{DevOptions, start_dev};
 use postern_gateway::{Stores, start};
 use postern_state::RouteStore;
 use postern_state::memory::MemoryRouteStore;
-use postern_state::redis::{RedisConnectError, RedisRouteStore};
+use postern_state::redis::{RedisConfig, RedisRouteStore};
 use postern_telemetry::{Logging, Service, Telemetry, TelemetryError, TracingConfig};
 use postern_tunnel::env::Env;
 
@@ -84,6 +84,8 @@ async fn main() {
 }
 
 async fn run(env: &Env) -> anyhow::Result<()> {
+    // Before any listener exists: a SIGTERM right after /readyz answers must drain.
+    let signals = postern_tunnel::signal::Shutdown::install()?;
     let config = match GatewayConfig::from_env(env) {
         Ok(config) => config,
         Err(e) => {
@@ -92,6 +94,11 @@ async fn run(env: &Env) -> anyhow::Result<()> {
         }
     };
     tracing::info!(?config, "starting gateway");
+    tracing::info!(
+        addr = %config.options.listen_addr,
+        from = config.listen_addr_from,
+        "public listen address"
+    );
     let opened =
         config.policy_store.open().await.map_err(|e| {
             anyhow::anyhow!("cannot open the policy store (POSTERN_POLICY_STORE): {e}")
@@ -106,16 +113,31 @@ async fn run(env: &Env) -> anyhow::Result<()> {
         }
     }
     let routes: Arc<dyn RouteStore> = match &config.redis_url {
-        Some(url) => match RedisRouteStore::connect_url(url.expose()).await {
-            Ok(store) => Arc::new(store),
-            Err(RedisConnectError::Url(e)) => {
-                eprintln!("postern-gateway: configuration error: POSTERN_REDIS_URL: {e}");
-                std::process::exit(2);
+        Some(url) => {
+            let redis =
+                RedisConfig::from_url(url.expose()).and_then(|redis| match &config.redis_ca {
+                    Some(ca) => redis.with_root_ca(ca.pem.clone()),
+                    None => Ok(redis),
+                });
+            let redis = match redis {
+                Ok(redis) => redis,
+                Err(e) => {
+                    eprintln!("postern-gateway: configuration error: POSTERN_REDIS_URL: {e}");
+                    std::process::exit(2);
+                }
+            };
+            let trusted = match &config.redis_ca {
+                Some(ca) => format!("the CA in {} (POSTERN_REDIS_CA_CERT)", ca.path.display()),
+                None => "the system's trust store".to_owned(),
+            };
+            match RedisRouteStore::connect(redis.clone()).await {
+                Ok(store) => Arc::new(store),
+                Err(e) if redis.uses_tls() => anyhow::bail!(
+                    "cannot reach Redis at POSTERN_REDIS_URL (TLS, servers verified against {trusted}): {e}"
+                ),
+                Err(e) => anyhow::bail!("cannot reach Redis at POSTERN_REDIS_URL: {e}"),
             }
-            Err(RedisConnectError::Store(e)) => {
-                anyhow::bail!("cannot reach Redis at POSTERN_REDIS_URL: {e}")
-            }
-        },
+        }
         None => Arc::new(MemoryRouteStore::new()),
     };
     let stores = Stores {
@@ -136,7 +158,7 @@ async fn run(env: &Env) -> anyhow::Result<()> {
             "peer_addr": running.peer_addr.map(|a| a.to_string()),
         })
     );
-    postern_tunnel::signal::shutdown().await;
+    signals.wait().await;
     running.shutdown().await;
     Ok(())
 }
@@ -150,6 +172,7 @@ async fn run_dev(
     let data_dir = data_dir
         .or_else(|| dirs_data_dir().map(|d| d.join("postern").join("dev")))
         .unwrap_or_else(|| PathBuf::from(".postern-dev"));
+    let signals = postern_tunnel::signal::Shutdown::install()?;
     let options = DevOptions {
         data_dir,
         listen_addr: listen,
@@ -162,7 +185,7 @@ async fn run_dev(
     };
     let dev = start_dev(options).await?;
     println!("{}", dev.instructions());
-    postern_tunnel::signal::shutdown().await;
+    signals.wait().await;
     dev.shutdown().await;
     Ok(())
 }

@@ -10,6 +10,7 @@ mod pgbench;
 mod procs;
 mod redis;
 mod splice;
+mod startup;
 mod stats;
 mod target;
 
@@ -135,6 +136,29 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Time from spawning `postern-gateway serve` to its first 200 from /readyz,
+    /// on SQLite and on Postgres with Redis.
+    Startup {
+        /// Measured starts per store, after one uncounted warm-up [default: 20; --quick 3].
+        #[arg(long)]
+        runs: Option<usize>,
+        /// Serve TLS on the public port (dev certificates) instead of h2c.
+        #[arg(long)]
+        tls: bool,
+        /// The Postgres policy store [default: a fresh database on
+        /// POSTERN_TEST_PG_HOST:POSTERN_TEST_PG_PORT, user postgres].
+        #[arg(long)]
+        postgres_url: Option<String>,
+        /// Few runs, for a smoke test.
+        #[arg(long)]
+        quick: bool,
+        /// Where postern-gateway is.
+        #[arg(long, default_value = "target/release")]
+        bin_dir: PathBuf,
+        /// Also write the results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Runs an agent configured by POSTERN_* variables, as postern-agent does
     /// (used by `splice --agent loadtest`).
     #[command(hide = true)]
@@ -224,6 +248,23 @@ async fn main() -> anyhow::Result<()> {
                 rounds: rounds.unwrap_or(if quick { 1 } else { 3 }),
                 mode,
                 kind,
+                bin_dir,
+                json,
+            })
+            .await
+        }
+        Command::Startup {
+            runs,
+            tls,
+            postgres_url,
+            quick,
+            bin_dir,
+            json,
+        } => {
+            startup::run(startup::Options {
+                runs: runs.unwrap_or(if quick { 3 } else { 20 }),
+                tls,
+                postgres_url,
                 bin_dir,
                 json,
             })

@@ -2,25 +2,27 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use postern_state::store_url::PolicyStoreUrl;
 use postern_tunnel::Secret;
 use postern_tunnel::env::{ConfigError, Env};
-use postern_tunnel::tls::{Identity, server_config};
 
 use crate::policy_cache::CacheSettings;
 use crate::{GatewayOptions, Settings, new_replica_id};
 
 mod cluster;
 pub mod oidc;
+mod redis_ca;
+mod tls;
 
 pub const VARS: &[&str] = &[
     "POSTERN_LISTEN_ADDR",
     "POSTERN_INTERNAL_ADDR",
     "POSTERN_TLS_CERT",
     "POSTERN_TLS_KEY",
+    "POSTERN_TLS_CERT_PEM",
+    "POSTERN_TLS_KEY_PEM",
     "POSTERN_TLS_DISABLED",
     "POSTERN_SQLITE_PATH",
     "POSTERN_POLICY_STORE",
@@ -35,6 +37,7 @@ pub const VARS: &[&str] = &[
     "POSTERN_REPLICA_TTL_MS",
     "POSTERN_AGENT_ROUTE_TTL_MS",
     "POSTERN_REDIS_URL",
+    "POSTERN_REDIS_CA_CERT",
     "POSTERN_PEER_SECRET",
     "POSTERN_PEER_ADDR",
     "POSTERN_PEER_ADVERTISE_ADDR",
@@ -65,6 +68,12 @@ pub struct GatewayConfig {
     pub bootstrap_admin_token: Option<Secret>,
     /// Shared route store; `None` runs one replica on in-memory routes.
     pub redis_url: Option<Secret>,
+    /// `POSTERN_REDIS_CA_CERT`: the PEM bundle `rediss://` servers are verified
+    /// against instead of the system roots (Memorystore's private CA).
+    pub redis_ca: Option<redis_ca::RedisCa>,
+    /// Which variable chose `options.listen_addr` (`POSTERN_LISTEN_ADDR`, `PORT`
+    /// or the default), for the start-up log.
+    pub listen_addr_from: &'static str,
 }
 
 pub fn settings_from_env(env: &Env) -> Result<Settings, ConfigError> {
@@ -173,46 +182,12 @@ fn policy_cache_settings(env: &Env, defaults: CacheSettings) -> Result<CacheSett
 
 impl GatewayConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let listen_addr: SocketAddr = env.or(
-            "POSTERN_LISTEN_ADDR",
-            SocketAddr::from(([0, 0, 0, 0], 8443)),
-        )?;
+        let (listen_addr, listen_addr_from) = listen_addr(env)?;
         let internal_addr: SocketAddr = env.or(
             "POSTERN_INTERNAL_ADDR",
             SocketAddr::from(([0, 0, 0, 0], 9090)),
         )?;
-        let tls_disabled = env.flag("POSTERN_TLS_DISABLED", false)?;
-        let cert: Option<PathBuf> = env.optional("POSTERN_TLS_CERT")?;
-        let key: Option<PathBuf> = env.optional("POSTERN_TLS_KEY")?;
-        let tls = match (tls_disabled, cert, key) {
-            (true, None, None) => None,
-            (true, _, _) => {
-                return Err(ConfigError {
-                    var: "POSTERN_TLS_DISABLED".into(),
-                    message: "is true but POSTERN_TLS_CERT/POSTERN_TLS_KEY are set: choose one"
-                        .into(),
-                });
-            }
-            (false, Some(cert), Some(key)) => {
-                let identity = Identity::from_pem_files(&cert, &key).map_err(|e| ConfigError {
-                    var: "POSTERN_TLS_CERT".into(),
-                    message: e.to_string(),
-                })?;
-                Some(server_config(identity).map_err(|e| ConfigError {
-                    var: "POSTERN_TLS_KEY".into(),
-                    message: e.to_string(),
-                })?)
-            }
-            (false, Some(_), None) => {
-                return Err(missing("POSTERN_TLS_KEY", "POSTERN_TLS_CERT is set"));
-            }
-            (false, None, _) => {
-                return Err(missing(
-                    "POSTERN_TLS_CERT",
-                    "TLS is on by default: set POSTERN_TLS_CERT and POSTERN_TLS_KEY (PEM files), or POSTERN_TLS_DISABLED=true where the platform terminates TLS (Cloud Run, an ALB with HTTPS listeners)",
-                ));
-            }
-        };
+        let tls = tls::server_tls(env)?;
         let bootstrap_admin_token = env.secret("POSTERN_BOOTSTRAP_ADMIN_TOKEN");
         if let Some(token) = &bootstrap_admin_token
             && token.expose().len() < 32
@@ -223,11 +198,12 @@ impl GatewayConfig {
             });
         }
         let redis_url = env.secret("POSTERN_REDIS_URL");
+        let redis_ca = redis_ca::from_env(env, redis_url.as_ref())?;
         Ok(Self {
             options: GatewayOptions {
                 listen_addr,
                 internal_addr,
-                tls: tls.map(|c: Arc<rustls::ServerConfig>| c),
+                tls,
                 replica_id: env.or("POSTERN_REPLICA_ID", new_replica_id())?,
                 settings: settings_from_env(env)?,
                 peer: cluster::peer_options(env, redis_url.as_ref())?,
@@ -236,7 +212,29 @@ impl GatewayConfig {
             policy_store: policy_store(env)?,
             bootstrap_admin_token,
             redis_url,
+            redis_ca,
+            listen_addr_from,
         })
+    }
+}
+
+/// `POSTERN_LISTEN_ADDR`, else `0.0.0.0:$PORT` where the platform sets `PORT`
+/// (Cloud Run), else 0.0.0.0:8443; with the variable that chose it.
+fn listen_addr(env: &Env) -> Result<(SocketAddr, &'static str), ConfigError> {
+    if let Some(addr) = env.optional("POSTERN_LISTEN_ADDR")? {
+        return Ok((addr, "POSTERN_LISTEN_ADDR"));
+    }
+    let Some(port) = env.raw("PORT") else {
+        return Ok((SocketAddr::from(([0, 0, 0, 0], 8443)), "default"));
+    };
+    match port.trim().parse::<u16>() {
+        Ok(port) if port != 0 => Ok((SocketAddr::from(([0, 0, 0, 0], port)), "PORT")),
+        _ => Err(ConfigError {
+            var: "PORT".into(),
+            message: format!(
+                "invalid value {port:?}: expected a port number from 1 to 65535 (or set POSTERN_LISTEN_ADDR)"
+            ),
+        }),
     }
 }
 
@@ -264,13 +262,6 @@ fn policy_store(env: &Env) -> Result<PolicyStoreUrl, ConfigError> {
         .map_err(invalid)
 }
 
-fn missing(var: &str, why: &str) -> ConfigError {
-    ConfigError {
-        var: var.into(),
-        message: format!("is required: {why}"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,6 +285,44 @@ mod tests {
         ]);
         let err = GatewayConfig::from_env(&env).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/cert.pem"), "{err}");
+    }
+
+    #[test]
+    fn cloud_run_port_is_the_fallback_for_the_listen_address() {
+        // (variables, Ok((address, chosen by)) or Err(variable named))
+        type Case<'a> = (
+            &'a [(&'a str, &'a str)],
+            Result<(&'a str, &'a str), &'a str>,
+        );
+        let cases: [Case; 7] = [
+            (&[], Ok(("0.0.0.0:8443", "default"))),
+            (&[("PORT", "8080")], Ok(("0.0.0.0:8080", "PORT"))),
+            (&[("PORT", " 9000 ")], Ok(("0.0.0.0:9000", "PORT"))),
+            (
+                &[("PORT", "8080"), ("POSTERN_LISTEN_ADDR", "127.0.0.1:7000")],
+                Ok(("127.0.0.1:7000", "POSTERN_LISTEN_ADDR")),
+            ),
+            (&[("PORT", "http")], Err("PORT")),
+            (&[("PORT", "0")], Err("PORT")),
+            (&[("PORT", "70000")], Err("PORT")),
+        ];
+        for (pairs, expected) in cases {
+            let mut env = Env::from_pairs([("POSTERN_TLS_DISABLED", "true")]);
+            for (name, value) in pairs {
+                env.set(name, *value);
+            }
+            match (GatewayConfig::from_env(&env), expected) {
+                (Ok(config), Ok((addr, from))) => {
+                    assert_eq!(config.options.listen_addr.to_string(), addr, "{pairs:?}");
+                    assert_eq!(config.listen_addr_from, from, "{pairs:?}");
+                }
+                (Err(err), Err(var)) => {
+                    assert_eq!(err.var, var, "{pairs:?}: {err}");
+                    assert!(err.message.contains("1 to 65535"), "{err}");
+                }
+                (got, expected) => panic!("{pairs:?}: got {got:?}, expected {expected:?}"),
+            }
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! password: it is never logged, and the store keeps no copy of it.
 
 mod documents;
+mod nodelay;
 mod schema;
 
 use std::str::FromStr;
@@ -20,6 +21,9 @@ use crate::{AuditSink, PolicyStore, StoreError, StoreResult};
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// Carries TLS connections with TCP_NODELAY (see [`nodelay`]); lives as
+    /// long as the pool.
+    _relay: Option<nodelay::NodelayRelay>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -92,14 +96,23 @@ impl PostgresStore {
     /// Connects with explicit options and up to `connections` pooled connections.
     pub async fn connect_with(options: PgConnectOptions, connections: u32) -> StoreResult<Self> {
         let options = options.application_name("postern-gateway");
+        let (options, relay) =
+            nodelay::NodelayRelay::wrap(options).map_err(|e| StoreError::Unavailable(e.into()))?;
         let pool = PgPoolOptions::new()
             .max_connections(connections)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await
-            .map_err(backend)?;
+            .map_err(|e| match relay.as_ref().and_then(|r| r.take_error()) {
+                // The relay's dial failed: its error, not sqlx's "broken pipe".
+                Some(dial) => StoreError::Unavailable(Box::new(dial)),
+                None => backend(e),
+            })?;
         schema::migrate(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            _relay: relay,
+        })
     }
 
     /// The schema version the database is at (the number of migrations applied).

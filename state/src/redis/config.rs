@@ -5,7 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use redis::{ConnectionInfo, IntoConnectionInfo};
+use redis::{ConnectionInfo, IntoConnectionInfo, TlsCertificates};
 
 const DEFAULT_PORT: u16 = 6379;
 
@@ -40,6 +40,12 @@ pub enum RedisUrlError {
     SeveralNodesWithoutCluster { count: usize },
     #[error("a Redis URL here takes no {part} (query strings and fragments are not supported)")]
     UnsupportedPart { part: &'static str },
+    #[error(
+        "a CA certificate for Redis applies only to TLS: use a rediss:// or rediss+cluster:// URL"
+    )]
+    CaWithoutTls,
+    #[error("the Redis client rejects the CA certificates: {source}")]
+    RootCa { source: redis::RedisError },
     #[error("the Redis client rejects node {node:?}: {source}")]
     Rejected {
         node: String,
@@ -55,6 +61,9 @@ pub struct RedisConfig {
     /// One node, or the cluster's seed nodes.
     pub(super) nodes: Vec<ConnectionInfo>,
     pub(super) cluster: bool,
+    /// PEM CA bundle the servers are verified against instead of the system
+    /// roots (also given to the cluster client for the nodes it discovers).
+    pub(super) root_ca: Option<Vec<u8>>,
     /// Bound on one connection attempt to one node.
     pub connect_timeout: Duration,
     /// Bound on one reply from one node.
@@ -114,11 +123,39 @@ impl RedisConfig {
         Ok(Self {
             nodes,
             cluster,
+            root_ca: None,
             connect_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_secs(1),
             operation_timeout: Duration::from_secs(2),
             inbox_keepalive: Duration::from_secs(5),
         })
+    }
+
+    /// Verifies the servers against the CA certificates in `pem` (a PEM
+    /// bundle) instead of the system's trust store: for a provider whose server
+    /// certificates come from a private CA (Memorystore). TLS URLs only.
+    pub fn with_root_ca(mut self, pem: Vec<u8>) -> Result<Self, RedisUrlError> {
+        if !self.uses_tls() {
+            return Err(RedisUrlError::CaWithoutTls);
+        }
+        let certificates = certificates(&pem);
+        // The certificates travel inside each node's address, so the inbox
+        // connections (opened from these addresses) verify against them too.
+        self.nodes = self
+            .nodes
+            .into_iter()
+            .map(|node| {
+                redis::Client::build_with_tls(node, certificates.clone())
+                    .map(|client| client.get_connection_info().clone())
+            })
+            .collect::<Result<_, _>>()
+            .map_err(|source| RedisUrlError::RootCa { source })?;
+        self.root_ca = Some(pem);
+        Ok(self)
+    }
+
+    pub(super) fn tls_certificates(&self) -> Option<TlsCertificates> {
+        self.root_ca.as_deref().map(certificates)
     }
 
     pub fn is_cluster(&self) -> bool {
@@ -149,11 +186,19 @@ impl fmt::Debug for RedisConfig {
             .field("nodes", &nodes)
             .field("cluster", &self.cluster)
             .field("tls", &self.uses_tls())
+            .field("private_ca", &self.root_ca.is_some())
             .field("connect_timeout", &self.connect_timeout)
             .field("response_timeout", &self.response_timeout)
             .field("operation_timeout", &self.operation_timeout)
             .field("inbox_keepalive", &self.inbox_keepalive)
             .finish()
+    }
+}
+
+fn certificates(pem: &[u8]) -> TlsCertificates {
+    TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem.to_vec()),
     }
 }
 
@@ -261,6 +306,49 @@ mod tests {
         let config = RedisConfig::from_url("rediss+cluster://h1,h2/").unwrap();
         assert!(config.is_cluster() && config.uses_tls());
         assert_eq!(addrs(&config), ["h1:6379", "h2:6379"]);
+    }
+
+    /// A self-signed CA certificate (its key was thrown away): parses, trusts nothing real.
+    const TEST_CA: &str = "\
+-----BEGIN CERTIFICATE-----\n\
+MIIBijCCATGgAwIBAgIUUsjkLr3HWnCXqzLM6g+TnyY/pcowCgYIKoZIzj0EAwIw\n\
+GjEYMBYGA1UEAwwPUG9zdGVybiB0ZXN0IENBMCAXDTI2MTIwNzAwNTM0OVoYDzIx\n\
+MjYxMTEzMDA1MzQ5WjAaMRgwFgYDVQQDDA9Qb3N0ZXJuIHRlc3QgQ0EwWTATBgcq\n\
+hkjOPQIBBggqhkjOPQMBBwNCAAQBPeA99UZK6N2HXnz/lwBwzgMNSYc40rpFzJDn\n\
+l44JjSmFjTslCSh5L2qwfkh3wHkxhmqdeRSn/RZC+UiL8Hh/o1MwUTAdBgNVHQ4E\n\
+FgQU1K8ALSuFViU23+1BTTJiqS1q3OowHwYDVR0jBBgwFoAU1K8ALSuFViU23+1B\n\
+TTJiqS1q3OowDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNHADBEAiANy1qh\n\
+Kv67bk/lpJhRaGPrIMYpmKVVHHQ5PjZ8PwqPhQIgSvzzkffySFEYP4mIYHs0eLOW\n\
+W/LSRvbCyq8uxeHdIYU=\n\
+-----END CERTIFICATE-----\n\
+";
+
+    #[test]
+    fn a_private_ca_applies_to_tls_urls_only() {
+        let pem = TEST_CA.as_bytes().to_vec();
+        let plain = RedisConfig::from_url("redis://cache:6379").unwrap();
+        assert!(matches!(
+            plain.with_root_ca(pem.clone()),
+            Err(RedisUrlError::CaWithoutTls)
+        ));
+        for url in ["rediss://cache:6378", "rediss+cluster://a:1,b:2"] {
+            let config = RedisConfig::from_url(url)
+                .unwrap()
+                .with_root_ca(pem.clone());
+            let config = config.unwrap();
+            assert!(config.tls_certificates().is_some());
+            assert!(format!("{config:?}").contains("private_ca: true"));
+            // Every node carries the CA, so inbox connections verify with it too.
+            for node in &config.nodes {
+                assert!(matches!(
+                    node.addr(),
+                    ConnectionAddr::TcpTls {
+                        tls_params: Some(_),
+                        ..
+                    }
+                ));
+            }
+        }
     }
 
     #[test]

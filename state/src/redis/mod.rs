@@ -11,7 +11,8 @@
 //! | `rediss+cluster://…` | Redis Cluster over TLS |
 //!
 //! Special characters in the user name or password must be percent-encoded.
-//! TLS (rustls) verifies servers against the system's trust store. Query
+//! TLS (rustls) verifies servers against the system's trust store, or against
+//! the CA bundle given to [`RedisConfig::with_root_ca`]. Query
 //! strings and fragments are rejected rather than silently ignored.
 //!
 //! # Keys
@@ -111,16 +112,17 @@ impl RedisRouteStore {
             keepalive: config.inbox_keepalive,
         };
         let (commands, inbox_nodes) = if config.cluster {
-            let connection = ClusterClientBuilder::new(config.nodes.clone())
+            let mut builder = ClusterClientBuilder::new(config.nodes.clone())
                 .connection_timeout(config.connect_timeout)
                 .response_timeout(config.response_timeout)
                 .overall_response_timeout(Some(config.operation_timeout))
                 .retries(3)
                 .min_retry_wait(50)
-                .max_retry_wait(500)
-                .build()?
-                .get_async_connection()
-                .await?;
+                .max_retry_wait(500);
+            if let Some(certificates) = config.tls_certificates() {
+                builder = builder.certs(certificates);
+            }
+            let connection = builder.build()?.get_async_connection().await?;
             let inbox_nodes = InboxNodes::Cluster {
                 seed: config.nodes[0].clone(),
                 commands: connection.clone(),

@@ -21,7 +21,7 @@ impl RedisCluster {
     pub fn start(primaries: usize) -> Self {
         assert!(primaries > 0, "a cluster needs at least one node");
         let nodes: Vec<RedisServer> = (0..primaries)
-            .map(|_| RedisServer::start_node(true))
+            .map(|_| RedisServer::start_node(true, None))
             .collect();
         let setup = |node: &RedisServer, args: &[&str]| {
             node.command::<()>(args)

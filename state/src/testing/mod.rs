@@ -49,7 +49,18 @@ pub struct RedisServer {
     port: u16,
     /// Set for a cluster node: the port of its cluster bus.
     cluster_bus_port: Option<u16>,
+    /// Set for a server that also listens with TLS: its files and TLS port.
+    tls: Option<(RedisTls, u16)>,
     process: Option<Child>,
+}
+
+/// PEM files for a Redis that also speaks TLS ([`RedisServer::start_tls`]).
+#[derive(Debug, Clone)]
+pub struct RedisTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Redis insists on a CA file even when it does not ask clients for certificates.
+    pub ca: PathBuf,
 }
 
 enum SpawnError {
@@ -64,10 +75,17 @@ impl RedisServer {
     /// # Panics
     /// If `redis-server` is missing, too old or does not start.
     pub fn start() -> Self {
-        Self::start_node(false)
+        Self::start_node(false, None)
     }
 
-    fn start_node(cluster: bool) -> Self {
+    /// Starts a single Redis that serves TLS on [`tls_port`](Self::tls_port)
+    /// (clients are not asked for certificates) besides plain TCP on
+    /// [`port`](Self::port), which readiness checks and [`command`](Self::command) use.
+    pub fn start_tls(tls: RedisTls) -> Self {
+        Self::start_node(false, Some(tls))
+    }
+
+    fn start_node(cluster: bool, tls: Option<RedisTls>) -> Self {
         let binary = redis_server_binary();
         let dir = tempfile::Builder::new()
             .prefix("postern-redis-")
@@ -78,12 +96,16 @@ impl RedisServer {
             dir,
             port: 0,
             cluster_bus_port: None,
+            tls: None,
             process: None,
         };
         for _ in 0..PORT_ATTEMPTS {
-            let ports = free_ports(if cluster { 2 } else { 1 });
+            let ports = free_ports(if cluster || tls.is_some() { 2 } else { 1 });
             server.port = ports[0];
-            server.cluster_bus_port = ports.get(1).copied();
+            match &tls {
+                Some(files) => server.tls = Some((files.clone(), ports[1])),
+                None => server.cluster_bus_port = ports.get(1).copied(),
+            }
             match server.spawn() {
                 Ok(()) => return server,
                 Err(SpawnError::PortTaken) => continue,
@@ -100,6 +122,11 @@ impl RedisServer {
     /// `redis://127.0.0.1:<port>`, for [`RedisConfig::from_url`](crate::redis::RedisConfig::from_url).
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The TLS port of a server started with [`start_tls`](Self::start_tls).
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls.as_ref().map(|(_, port)| *port)
     }
 
     pub fn is_running(&self) -> bool {
@@ -186,6 +213,16 @@ impl RedisServer {
             .arg(dir)
             .arg("--logfile")
             .arg(dir.join("redis.log"));
+        if let Some((tls, port)) = &self.tls {
+            command
+                .args(["--tls-port", &port.to_string(), "--tls-cert-file"])
+                .arg(&tls.cert)
+                .arg("--tls-key-file")
+                .arg(&tls.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&tls.ca)
+                .args(["--tls-auth-clients", "no"]);
+        }
         if let Some(bus_port) = self.cluster_bus_port {
             command
                 .args(["--cluster-enabled", "yes", "--cluster-port"])

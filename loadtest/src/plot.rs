@@ -35,6 +35,8 @@ fn nines(percentile: f64) -> f64 {
 fn nines_label(x: &f64) -> String {
     match x.round() as i32 {
         0 => "0%".into(),
+        // Where the maximum is drawn too.
+        4 => "99.99% (max)".into(),
         n => format!("{}%", 100.0 - 100.0 * 10f64.powi(-n)),
     }
 }
@@ -85,6 +87,7 @@ fn percentiles(
         .x_label_formatter(&nines_label)
         .x_desc("percentile")
         .y_desc("latency (µs)")
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .draw()
         .map_err(err)?;
     for (i, (name, points)) in curves.iter().enumerate() {
@@ -166,6 +169,7 @@ fn bars(
                 .unwrap_or_default()
         })
         .y_desc(unit)
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .draw()
         .map_err(err)?;
     // Each slot is split among the series, with a margin either side.

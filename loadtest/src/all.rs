@@ -178,40 +178,57 @@ pub async fn main(args: Args) -> anyhow::Result<()> {
     {
         None
     } else {
-        Some(Baselines::start(&args.bin_dir).await?)
+        Some(Baselines::start(&args.bin_dir).await)
     };
-    if let Some(b) = &baselines {
-        let options = bulk::Args {
-            mib: sized(q, 16, 256),
-            rounds: sized(q, 1, 3),
-            streams: vec![1, 16],
-            quick: q,
-            common: common(&args),
+    match &baselines {
+        Some(Ok(b)) => {
+            let options = bulk::Args {
+                mib: sized(q, 16, 256),
+                rounds: sized(q, 1, 3),
+                streams: vec![1, 16],
+                quick: q,
+                common: common(&args),
+            }
+            .options();
+            runner.step("bulk", bulk::measure(b, &options)).await;
+            let options = latency::Args {
+                round_trips: sized(q, 300, 5000),
+                rounds: sized(q, 1, 3),
+                request_bytes: 64,
+                quick: q,
+                common: common(&args),
+            }
+            .options();
+            runner.step("latency", latency::measure(b, &options)).await;
+            let options = session_open::Args {
+                sessions: sized(q, 50, 300),
+                concurrency: 8,
+                rounds: sized(q, 1, 3),
+                quick: q,
+                common: common(&args),
+            }
+            .options();
+            runner
+                .step("session-open", session_open::measure(b, &options))
+                .await;
         }
-        .options();
-        runner.step("bulk", bulk::measure(b, &options)).await;
-        let options = latency::Args {
-            round_trips: sized(q, 300, 5000),
-            rounds: sized(q, 1, 3),
-            request_bytes: 64,
-            quick: q,
-            common: common(&args),
+        // The three scenarios fail with the reason; the others still run.
+        Some(Err(e)) => {
+            let reason = format!("starting the target, ssh -L and Postern: {e:#}");
+            for scenario in baseline_scenarios {
+                runner
+                    .step(scenario, async { Err(anyhow::anyhow!("{reason}")) })
+                    .await;
+            }
         }
-        .options();
-        runner.step("latency", latency::measure(b, &options)).await;
-        let options = session_open::Args {
-            sessions: sized(q, 50, 300),
-            concurrency: 8,
-            rounds: sized(q, 1, 3),
-            quick: q,
-            common: common(&args),
+        // All three skipped: `step` says so.
+        None => {
+            for scenario in baseline_scenarios {
+                runner
+                    .step(scenario, async { Err(anyhow::anyhow!("skipped")) })
+                    .await;
+            }
         }
-        .options();
-        runner
-            .step("session-open", session_open::measure(b, &options))
-            .await;
-    } else {
-        runner.index += baseline_scenarios.len();
     }
     drop(baselines);
     let options = pgbench::Args {

@@ -287,6 +287,9 @@ fn all_quick_runs_every_scenario_and_writes_json_markdown_and_plots() {
     let results: Value =
         serde_json::from_slice(&std::fs::read(out.path().join("results.json")).unwrap()).unwrap();
     assert_eq!(results["quick"], true);
+    // The bound for --quick, with room to spare on this shared machine (about 30 s).
+    let seconds = positive(&results["seconds"], "seconds");
+    assert!(seconds < 120.0, "all --quick took {seconds} s");
     assert!(results["machine"]["cpus"].as_u64().unwrap() > 0);
     assert_eq!(results["steps"].as_array().unwrap().len(), 7);
     check_bulk(scenario(&results, "bulk"));

@@ -32,6 +32,18 @@ fn nines(percentile: f64) -> f64 {
     }
 }
 
+/// A step line: each value holds from the previous point's percentile to its own.
+fn steps(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let mut line = Vec::with_capacity(points.len() * 2);
+    let mut from = 0.0;
+    for &(percentile, value) in points {
+        line.push((nines(from), value.max(1.0)));
+        line.push((nines(percentile), value.max(1.0)));
+        from = percentile;
+    }
+    line
+}
+
 fn nines_label(x: &f64) -> String {
     match x.round() as i32 {
         0 => "0%".into(),
@@ -77,6 +89,8 @@ fn percentiles(
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 20))
         .margin(15)
+        // Room for the last tick's label, "99.99% (max)".
+        .margin_right(50)
         .x_label_area_size(45)
         .y_label_area_size(70)
         .build_cartesian_2d(0f64..MAX_NINES, (low * 0.8..high * 1.25).log_scale())
@@ -93,10 +107,7 @@ fn percentiles(
     for (i, (name, points)) in curves.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         chart
-            .draw_series(LineSeries::new(
-                points.iter().map(|(p, v)| (nines(*p), v.max(1.0))),
-                color.stroke_width(2),
-            ))
+            .draw_series(LineSeries::new(steps(points), color.stroke_width(2)))
             .map_err(err)?
             .label(name.as_str())
             .legend(move |(x, y)| {

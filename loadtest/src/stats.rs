@@ -51,7 +51,8 @@ impl Latency {
 }
 
 /// The distribution as (percentile 0–100, µs) points for plots and the JSON
-/// report: every step of the histogram, finer towards the tail.
+/// report: each point is the percentile up to which that value holds (the
+/// value applies from the previous point's percentile on), finer towards the tail.
 pub fn curve(h: &Histogram<u64>) -> Vec<(f64, f64)> {
     let mut points: Vec<(f64, f64)> = Vec::new();
     for step in h.iter_quantiles(4) {
@@ -59,14 +60,14 @@ pub fn curve(h: &Histogram<u64>) -> Vec<(f64, f64)> {
             step.quantile_iterated_to() * 100.0,
             h.highest_equivalent(step.value_iterated_to()) as f64,
         );
-        // Keep the curve small: only points where the value changes, and the last one.
-        if points.last().is_none_or(|last| last.1 != point.1) {
-            points.push(point);
+        // Keep the curve small: one point per value, where it stops holding.
+        match points.last_mut() {
+            Some(last) if last.1 == point.1 => *last = point,
+            _ => points.push(point),
         }
     }
     if let Some(last) = points.last_mut() {
-        last.0 = 100.0;
-        last.1 = h.max() as f64;
+        *last = (100.0, h.max() as f64);
     }
     points
 }

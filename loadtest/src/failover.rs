@@ -396,6 +396,22 @@ pub async fn measure(options: &Options) -> anyhow::Result<Outcome> {
         report.load_errors_after_kill,
         worst / 1000.0
     );
+    let moved: Vec<String> = report
+        .agents
+        .iter()
+        .filter(|a| a.before.contains(&killed_id))
+        .map(|a| {
+            let at = a
+                .reachable_after_s
+                .map_or("not reached".into(), |s| format!("{s:.3} s"));
+            format!("{} → {}: {at}", a.name, a.after.join(", "))
+        })
+        .collect();
+    md!(
+        out,
+        "\nAgents of {killed_id}, where they went and when they answered: {}.",
+        moved.join("; ")
+    );
     outcome.verdict(
         format!("every agent reachable ≤ {TARGET_SECONDS} s after a replica is killed"),
         format!(

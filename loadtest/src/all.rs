@@ -66,6 +66,8 @@ struct Results {
     machine: crate::observe::Machine,
     /// Other work on the machine shows here: the 1-minute load average before and after each step.
     steps: Vec<Step>,
+    /// The 1-minute load average every 5 s during the run.
+    load_average_samples: Vec<f64>,
     seconds: f64,
     verdicts: Vec<Verdict>,
     plots: Vec<&'static str>,
@@ -74,6 +76,7 @@ struct Results {
 
 struct Runner {
     started: Instant,
+    load: std::sync::Arc<std::sync::Mutex<Vec<f64>>>,
     steps: Vec<Step>,
     outcomes: Vec<Outcome>,
     skip: Vec<String>,
@@ -164,7 +167,20 @@ pub async fn main(args: Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let q = args.quick;
+    // How busy the machine is while the run goes on (it may be shared).
+    let load = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sampler = {
+        let load = load.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                load.lock().expect("not poisoned").push(load_average());
+            }
+        })
+    };
     let mut runner = Runner {
+        load,
         started: Instant::now(),
         steps: Vec::new(),
         outcomes: Vec::new(),
@@ -277,6 +293,7 @@ pub async fn main(args: Args) -> anyhow::Result<()> {
     .options();
     runner.step("failover", failover::measure(&options)).await;
 
+    sampler.abort();
     write(&args, runner)
 }
 
@@ -302,6 +319,9 @@ fn write(args: &Args, runner: Runner) -> anyhow::Result<()> {
         .iter()
         .flat_map(|o| o.verdicts.clone())
         .collect();
+    let samples = runner.load.lock().expect("not poisoned").clone();
+    let mut sorted = samples.clone();
+    sorted.sort_by(f64::total_cmp);
     let mut md = String::new();
     md!(
         md,
@@ -315,14 +335,18 @@ fn write(args: &Args, runner: Runner) -> anyhow::Result<()> {
     md!(
         md,
         "{}; {} CPUs ({}), {:.1} GiB RAM, Linux {}; {:.0} s. Baselines measured in the same run, \
-         paths alternating round by round; medians. The machine's 1-minute load average before \
-         and after each step is in the last table (other work on a shared machine shows there).\n",
+         paths alternating round by round; medians. The machine's 1-minute load average during \
+         the run: {:.2}–{:.2}, median {:.2} (sampled every 5 s; other work on a shared machine \
+         shows here; per step in the last table).\n",
         date(),
         machine.cpus,
         machine.cpu_model,
         machine.memory_gib,
         machine.kernel,
-        runner.started.elapsed().as_secs_f64()
+        runner.started.elapsed().as_secs_f64(),
+        sorted.first().copied().unwrap_or(f64::NAN),
+        sorted.last().copied().unwrap_or(f64::NAN),
+        crate::stats::median(&sorted),
     );
     md!(md, "## Targets\n");
     md!(md, "| scenario | target | measured | verdict |");
@@ -392,6 +416,7 @@ fn write(args: &Args, runner: Runner) -> anyhow::Result<()> {
             .map(|o| (o.scenario.to_owned(), o.report))
             .collect(),
         steps: runner.steps,
+        load_average_samples: samples,
     };
     write_json(&args.out.join("results.json"), &results)?;
     std::fs::write(args.out.join("results.md"), &md)

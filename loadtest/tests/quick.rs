@@ -292,7 +292,12 @@ fn all_quick_runs_every_scenario_and_writes_json_markdown_and_plots() {
     assert!(seconds < 120.0, "all --quick took {seconds} s");
     assert!(results["machine"]["cpus"].as_u64().unwrap() > 0);
     assert_eq!(results["steps"].as_array().unwrap().len(), 7);
-    assert!(!results["load_average_samples"].as_array().unwrap().is_empty());
+    assert!(
+        !results["load_average_samples"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
     check_bulk(scenario(&results, "bulk"));
     check_latency(scenario(&results, "latency"));
     check_session_open(scenario(&results, "session_open"));

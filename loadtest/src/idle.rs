@@ -14,7 +14,9 @@ use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 use serde::Serialize;
 
 use crate::cluster::{self, ClusterConfig};
+use crate::md;
 use crate::observe::{Machine, Memory, machine, memory, open_fds, sample, wait_metrics};
+use crate::outcome::{Outcome, met};
 use crate::redis;
 
 /// The issue's target for one idle agent tunnel on a replica.
@@ -24,12 +26,59 @@ const WAVE: usize = 500;
 /// Registrations in flight at once (one HTTP/2 connection).
 const REGISTER_CONCURRENCY: usize = 32;
 
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Agents, each with its own token and one tunnel [default: 10000; --quick 500].
+    #[arg(long)]
+    pub agents: Option<usize>,
+    /// Control-stream keepalive interval of gateway and agents [default: 20000, the
+    /// production default; --quick 1000].
+    #[arg(long)]
+    pub keepalive_ms: Option<u64>,
+    /// How long the agents idle before the final measurement [default: 1.5 keepalive intervals].
+    #[arg(long)]
+    pub idle_secs: Option<f64>,
+    /// Small sizes for a smoke test that finishes in seconds.
+    #[arg(long)]
+    pub quick: bool,
+    /// Run the gateway under this program to see where its memory goes,
+    /// e.g. "heaptrack -o /tmp/gateway" (memory is still read from the gateway itself).
+    #[arg(long, value_delimiter = ' ')]
+    pub gateway_wrapper: Vec<String>,
+    #[command(flatten)]
+    pub common: crate::outcome::Common,
+}
+
+impl Args {
+    pub fn options(&self) -> Options {
+        let keepalive = Duration::from_millis(self.keepalive_ms.unwrap_or(if self.quick {
+            1000
+        } else {
+            20_000
+        }));
+        Options {
+            agents: self.agents.unwrap_or(if self.quick { 500 } else { 10_000 }),
+            keepalive,
+            idle: self
+                .idle_secs
+                .map_or(keepalive.mul_f64(1.5), Duration::from_secs_f64),
+            bin_dir: self.common.bin_dir.clone(),
+            gateway_wrapper: self.gateway_wrapper.clone(),
+        }
+    }
+}
+
+pub async fn main(args: Args) -> anyhow::Result<()> {
+    measure(&args.options())
+        .await?
+        .finish(args.common.json.as_deref())
+}
+
 pub struct Options {
     pub agents: usize,
     pub keepalive: Duration,
     pub idle: Duration,
     pub bin_dir: PathBuf,
-    pub json: Option<PathBuf>,
     pub gateway_wrapper: Vec<String>,
 }
 
@@ -169,7 +218,7 @@ async fn connect(
     Ok(())
 }
 
-pub async fn run(options: Options) -> anyhow::Result<()> {
+pub async fn measure(options: &Options) -> anyhow::Result<Outcome> {
     ensure!(options.agents >= 2, "--agents must be at least 2");
     let nofile_limit = raise_nofile(options.agents as u64 + 1024)?;
     let dir = tempfile::tempdir()?;
@@ -263,34 +312,47 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         stages,
         target_kib: TARGET_KIB,
     };
-    print(&report);
-    if let Some(path) = &options.json {
-        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
+    let mut outcome = Outcome::new("idle_agents", &report)?;
+    print(&report, &mut outcome.markdown);
+    outcome.verdict(
+        format!("memory per idle agent ≤ {TARGET_KIB:.0} KiB (gateway VmRSS)"),
+        format!(
+            "{:.1} KiB per agent, {} agents",
+            report.kib_per_agent.vm_rss, report.agents
+        ),
+        report.meets_target,
+    );
     if !config.wrapper.is_empty() {
         eprintln!("stopping the gateway so its wrapper can finish");
         gateway.kill_and_wait().await?;
     }
-    // Exiting drops every tunnel at once; stopping 10,000 agents politely
-    // would only measure shutdown.
-    std::mem::forget(handles);
-    Ok(())
+    // Stop the agents before the gateway goes, all at once, so none is left
+    // reconnecting in the background of the next scenario.
+    let mut stops = tokio::task::JoinSet::new();
+    for handle in handles {
+        stops.spawn(handle.stop());
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(60), stops.join_all()).await;
+    Ok(outcome)
 }
 
-fn print(report: &Report) {
+fn print(report: &Report, out: &mut String) {
     let mib = |kib: u64| kib as f64 / 1024.0;
-    println!(
+    md!(
+        out,
         "\nOne gateway replica (peering on, Redis), {} idle agents with one tunnel each, \
          keepalives every {} ms:\n",
-        report.agents, report.keepalive_ms
+        report.agents,
+        report.keepalive_ms
     );
-    println!(
+    md!(
+        out,
         "| moment | agent tunnels | VmRSS MiB | smaps Rss MiB | anonymous MiB | threads | open fds |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    md!(out, "|---|---:|---:|---:|---:|---:|---:|");
     for s in &report.stages {
-        println!(
+        md!(
+            out,
             "| {} | {} | {:.1} | {:.1} | {:.1} | {} | {} |",
             s.moment,
             s.agents,
@@ -301,8 +363,8 @@ fn print(report: &Report) {
             s.open_fds
         );
     }
-    println!("\n| KiB per agent | VmRSS | smaps Rss | anonymous |");
-    println!("|---|---:|---:|---:|");
+    md!(out, "\n| KiB per agent | VmRSS | smaps Rss | anonymous |");
+    md!(out, "|---|---:|---:|---:|");
     for (what, p) in [
         ("idle vs before agents", &report.kib_per_agent),
         (
@@ -310,15 +372,19 @@ fn print(report: &Report) {
             &report.marginal_kib_per_agent,
         ),
     ] {
-        println!(
+        md!(
+            out,
             "| {what} | {:.1} | {:.1} | {:.1} |",
-            p.vm_rss, p.rollup_rss, p.anonymous
+            p.vm_rss,
+            p.rollup_rss,
+            p.anonymous
         );
     }
-    println!(
+    md!(
+        out,
         "\nTarget ≤ {:.0} KiB per idle agent (VmRSS): {} ({:.1} KiB)",
         report.target_kib,
-        if report.meets_target { "met" } else { "missed" },
+        met(report.meets_target),
         report.kib_per_agent.vm_rss
     );
 }

@@ -5,15 +5,80 @@
 //! the gateway, which writes it to the audit sink).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, bail, ensure};
 use serde::Serialize;
 use tokio::process::Command;
 
-use crate::bulk::Path3;
-use crate::procs;
+use crate::md;
+use crate::outcome::{Outcome, Plot};
+use crate::procs::{self, Path3, rotation};
 use crate::stats::median;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// The PostgreSQL to measure (user postgres, trust auth) [default:
+    /// POSTERN_TEST_PG_HOST:POSTERN_TEST_PG_PORT, else 127.0.0.1:5432].
+    #[arg(long)]
+    pub postgres: Option<SocketAddr>,
+    /// Client counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,8")]
+    pub clients: Vec<u32>,
+    /// Seconds per pgbench run [default: 10; --quick 1].
+    #[arg(long)]
+    pub seconds: Option<u64>,
+    /// Runs per path and client count; paths alternate so drift cancels [default: 3; --quick 1].
+    #[arg(long)]
+    pub rounds: Option<usize>,
+    /// pgbench's query mode: simple, extended or prepared.
+    #[arg(long, default_value = "simple")]
+    pub mode: String,
+    /// The Postern connection's kind: postgres (Layer 7: guardrails and
+    /// audit on) or tcp (bytes only, to see what Layer 7 costs).
+    #[arg(long, default_value = "postgres")]
+    pub kind: String,
+    /// Small sizes for a smoke test that finishes in seconds.
+    #[arg(long)]
+    pub quick: bool,
+    #[command(flatten)]
+    pub common: crate::outcome::Common,
+}
+
+impl Args {
+    pub fn options(&self) -> anyhow::Result<Options> {
+        let postgres = match self.postgres {
+            Some(addr) => addr,
+            None => default_postgres()?,
+        };
+        Ok(Options {
+            postgres,
+            clients: self.clients.clone(),
+            seconds: self.seconds.unwrap_or(if self.quick { 1 } else { 10 }),
+            rounds: self.rounds.unwrap_or(if self.quick { 1 } else { 3 }),
+            mode: self.mode.clone(),
+            kind: self.kind.clone(),
+            bin_dir: self.common.bin_dir.clone(),
+        })
+    }
+}
+
+/// POSTERN_TEST_PG_HOST:POSTERN_TEST_PG_PORT, as the test suite uses, else 127.0.0.1:5432.
+pub fn default_postgres() -> anyhow::Result<SocketAddr> {
+    let host = std::env::var("POSTERN_TEST_PG_HOST").unwrap_or_else(|_| "127.0.0.1".into());
+    let port = std::env::var("POSTERN_TEST_PG_PORT").unwrap_or_else(|_| "5432".into());
+    format!("{host}:{port}").parse().with_context(|| {
+        format!(
+            "POSTERN_TEST_PG_HOST/POSTERN_TEST_PG_PORT: {host}:{port} is not an IP address and port"
+        )
+    })
+}
+
+pub async fn main(args: Args) -> anyhow::Result<()> {
+    measure(&args.options()?)
+        .await?
+        .finish(args.common.json.as_deref())
+}
 
 pub struct Options {
     pub postgres: SocketAddr,
@@ -25,7 +90,6 @@ pub struct Options {
     /// what Layer 7 costs.
     pub kind: String,
     pub bin_dir: PathBuf,
-    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
@@ -117,7 +181,7 @@ async fn psql(addr: SocketAddr, database: &str, sql: &str) -> anyhow::Result<()>
     Ok(())
 }
 
-pub async fn run(options: Options) -> anyhow::Result<()> {
+pub async fn measure(options: &Options) -> anyhow::Result<Outcome> {
     ensure!(options.rounds > 0, "--rounds must be at least 1");
     ensure!(
         !options.clients.is_empty(),
@@ -177,13 +241,12 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     for round in 0..options.rounds {
         for (c, &clients) in options.clients.iter().enumerate() {
             // Rotate the order each round so drift of the machine cancels out.
-            for i in 0..paths.len() {
-                let index = (i + round) % paths.len();
+            for index in rotation(round, paths.len()) {
                 let (path, addr) = paths[index];
                 let out = pgbench(addr, &run_args(clients, options.seconds)).await?;
                 let t = tps(&out)?;
                 eprintln!(
-                    "round {}/{} clients {clients:>2} {:<8} {t:>9.0} tps",
+                    "pgbench round {}/{} clients {clients:>2} {:<8} {t:>9.0} tps",
                     round + 1,
                     options.rounds,
                     path.label()
@@ -232,15 +295,33 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             meets_target: r.vs_ssh >= 1.0,
         })
         .collect();
-    println!(
+    let mut markdown = String::new();
+    let groups = options
+        .clients
+        .iter()
+        .map(|&clients| {
+            let bars = results
+                .iter()
+                .filter(|r| r.clients == clients)
+                .map(|r| (r.path.label().to_owned(), r.median_tps))
+                .collect();
+            (format!("{clients} clients"), bars)
+        })
+        .collect();
+    md!(
+        markdown,
         "\npgbench -S -M {}, {} s per run, median of {}, postern connection kind {} \
          ({statements_audited} statements audited):\n",
-        options.mode, options.seconds, options.rounds, options.kind
+        options.mode,
+        options.seconds,
+        options.rounds,
+        options.kind
     );
-    println!("| clients | path | tps | vs ssh -L |");
-    println!("|---:|---|---:|---:|");
+    md!(markdown, "| clients | path | tps | vs ssh -L |");
+    md!(markdown, "|---:|---|---:|---:|");
     for r in &results {
-        println!(
+        md!(
+            markdown,
             "| {} | {} | {:.0} | {:.2}x |",
             r.clients,
             r.path.label(),
@@ -248,20 +329,35 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             r.vs_ssh
         );
     }
-    if let Some(path) = &options.json {
-        let report = Report {
-            scenario: "pgbench",
-            mode: options.mode.clone(),
-            kind: options.kind.clone(),
-            seconds_per_run: options.seconds,
-            rounds: options.rounds,
-            results,
-            targets,
-            statements_audited,
-            machine: crate::observe::machine(),
-        };
-        write_json(path, &report)?;
+    let report = Report {
+        scenario: "pgbench",
+        mode: options.mode.clone(),
+        kind: options.kind.clone(),
+        seconds_per_run: options.seconds,
+        rounds: options.rounds,
+        results,
+        targets,
+        statements_audited,
+        machine: crate::observe::machine(),
+    };
+    let mut outcome = Outcome::new("pgbench", &report)?;
+    outcome.markdown = markdown;
+    for t in &report.targets {
+        outcome.verdict(
+            format!(
+                "pgbench -S, {} clients, guardrails + audit ≥ 1× ssh -L",
+                t.clients
+            ),
+            format!("{:.2}× ssh -L", t.postern_vs_ssh),
+            t.meets_target && options.kind == "postgres",
+        );
     }
+    outcome.plots.push(Plot::Bars {
+        file: "pgbench.svg",
+        title: format!("pgbench -S -M {} (median transactions/s)", options.mode),
+        unit: "tps",
+        groups,
+    });
     drop(postern);
     drop(ssh);
     psql(
@@ -270,12 +366,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         &format!("drop database if exists {DATABASE} with (force)"),
     )
     .await?;
-    Ok(())
-}
-
-fn write_json(path: &Path, report: &Report) -> anyhow::Result<()> {
-    std::fs::write(path, serde_json::to_vec_pretty(report)?)
-        .with_context(|| format!("writing {}", path.display()))
+    Ok(outcome)
 }
 
 #[cfg(test)]

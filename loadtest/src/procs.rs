@@ -238,3 +238,68 @@ pub async fn ssh_tunnel(dir: &Path, target: SocketAddr) -> anyhow::Result<SshTun
         local,
     })
 }
+
+/// The three paths the baseline benchmarks compare (bulk, latency, session
+/// open, pgbench).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Path3 {
+    Direct,
+    SshL,
+    Postern,
+}
+
+impl Path3 {
+    pub fn label(self) -> &'static str {
+        match self {
+            Path3::Direct => "direct",
+            Path3::SshL => "ssh -L",
+            Path3::Postern => "postern",
+        }
+    }
+}
+
+/// The benchmark target and the two ways to it besides the direct one: an
+/// `ssh -L` tunnel and Postern (`postern-gateway dev` with its embedded agent,
+/// TLS on every hop, and `postern connect`). Started once and shared by the
+/// scenarios that compare the three paths.
+pub struct Baselines {
+    pub target: SocketAddr,
+    pub ssh: SshTunnel,
+    pub postern: Postern,
+    _dir: tempfile::TempDir,
+}
+
+impl Baselines {
+    pub async fn start(bin_dir: &Path) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let target = crate::target::start().await?;
+        eprintln!(
+            "starting the target, an ssh -L tunnel and Postern (binaries from {})",
+            bin_dir.display()
+        );
+        let ssh = ssh_tunnel(dir.path(), target).await?;
+        let postern = postern(bin_dir, dir.path(), target, &["--kind", "tcp"]).await?;
+        Ok(Self {
+            target,
+            ssh,
+            postern,
+            _dir: dir,
+        })
+    }
+
+    /// The paths in table order; ssh -L (index 1) is what ratios compare with.
+    pub fn paths(&self) -> [(Path3, SocketAddr); 3] {
+        [
+            (Path3::Direct, self.target),
+            (Path3::SshL, self.ssh.local),
+            (Path3::Postern, self.postern.local),
+        ]
+    }
+}
+
+/// The order of `count` paths in round `round`: rotated each round so slow
+/// drift of the machine cancels out.
+pub fn rotation(round: usize, count: usize) -> impl Iterator<Item = usize> {
+    (0..count).map(move |i| (i + round) % count)
+}

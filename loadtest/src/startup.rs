@@ -13,12 +13,43 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
+use crate::outcome::Common;
 use crate::procs::free_port;
 use crate::stats::{median, percentile};
 
 /// The target from issue 6: ready within 200 ms when the stores answer.
 const TARGET_MS: f64 = 200.0;
 const DATABASE: &str = "postern_startup";
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Measured starts per store, after one uncounted warm-up [default: 20; --quick 3].
+    #[arg(long)]
+    pub runs: Option<usize>,
+    /// Serve TLS on the public port (dev certificates) instead of h2c.
+    #[arg(long)]
+    pub tls: bool,
+    /// The Postgres policy store [default: a fresh database on
+    /// POSTERN_TEST_PG_HOST:POSTERN_TEST_PG_PORT, user postgres].
+    #[arg(long)]
+    pub postgres_url: Option<String>,
+    /// Few runs, for a smoke test.
+    #[arg(long)]
+    pub quick: bool,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+pub async fn main(args: Args) -> anyhow::Result<()> {
+    run(Options {
+        runs: args.runs.unwrap_or(if args.quick { 3 } else { 20 }),
+        tls: args.tls,
+        postgres_url: args.postgres_url,
+        bin_dir: args.common.bin_dir,
+        json: args.common.json,
+    })
+    .await
+}
 
 pub struct Options {
     pub runs: usize,

@@ -8,16 +8,65 @@ mod setup;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 pub use setup::{AgentProgram, PathKind};
 
-use crate::stats::percentile;
+use crate::outcome::Outcome;
 use crate::{bulk, target};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// MiB moved per measurement and direction [default: 1024; --quick 16].
+    #[arg(long)]
+    pub mib: Option<u64>,
+    /// Measurements per path; paths alternate so drift cancels [default: 3; --quick 2].
+    #[arg(long)]
+    pub rounds: Option<usize>,
+    /// Sequential round trips per measurement [default: 20000; --quick 300].
+    #[arg(long)]
+    pub round_trips: Option<usize>,
+    /// Size of each request and of its echoed answer.
+    #[arg(long, default_value_t = 64)]
+    pub request_bytes: usize,
+    /// Paths to measure, local first (the baseline): local, peer, relay.
+    #[arg(long, value_delimiter = ',', default_value = "local,peer")]
+    pub paths: Vec<PathKind>,
+    /// Small sizes for a smoke test that finishes in seconds.
+    #[arg(long)]
+    pub quick: bool,
+    /// Which program runs the agent.
+    #[arg(long, value_enum, default_value = "postern-agent")]
+    pub agent: AgentProgram,
+    #[command(flatten)]
+    pub common: crate::outcome::Common,
+}
+
+impl Args {
+    pub fn options(&self) -> Options {
+        let mib = self.mib.unwrap_or(if self.quick { 16 } else { 1024 });
+        Options {
+            bytes: mib << 20,
+            warmup_bytes: (mib << 20).min(64 << 20),
+            rounds: self.rounds.unwrap_or(if self.quick { 2 } else { 3 }),
+            round_trips: self
+                .round_trips
+                .unwrap_or(if self.quick { 300 } else { 20_000 }),
+            request_bytes: self.request_bytes,
+            paths: self.paths.clone(),
+            bin_dir: self.common.bin_dir.clone(),
+            agent: self.agent,
+        }
+    }
+}
+
+pub async fn main(args: Args) -> anyhow::Result<()> {
+    measure(&args.options())
+        .await?
+        .finish(args.common.json.as_deref())
+}
 
 pub struct Options {
     pub bytes: u64,
@@ -28,7 +77,6 @@ pub struct Options {
     pub paths: Vec<PathKind>,
     pub bin_dir: PathBuf,
     pub agent: AgentProgram,
-    pub json: Option<PathBuf>,
 }
 
 /// Sequential request/response round trips through one session.
@@ -38,34 +86,16 @@ pub struct RoundTrips {
     pub p99_us: f64,
 }
 
-/// Round trips sent before measuring: the first one waits for the session to open.
-const WARMUP_ROUND_TRIPS: usize = 50;
+use crate::latency::WARMUP_ROUND_TRIPS;
 
 async fn round_trips(addr: SocketAddr, count: usize, size: usize) -> anyhow::Result<RoundTrips> {
-    let mut socket = TcpStream::connect(addr).await?;
-    socket.set_nodelay(true)?;
-    socket.write_u8(b'E').await?;
-    let request: Vec<u8> = (0..size).map(|i| i as u8).collect();
-    let mut reply = vec![0u8; size];
-    for _ in 0..WARMUP_ROUND_TRIPS {
-        socket.write_all(&request).await?;
-        socket.read_exact(&mut reply).await?;
-    }
-    let mut latencies_us = Vec::with_capacity(count);
-    let started = Instant::now();
-    for _ in 0..count {
-        let sent = Instant::now();
-        socket.write_all(&request).await?;
-        socket.read_exact(&mut reply).await?;
-        latencies_us.push(sent.elapsed().as_secs_f64() * 1e6);
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    ensure!(reply == request, "the echo came back different");
-    socket.shutdown().await?;
+    let mut histogram = crate::stats::histogram();
+    let per_second = crate::latency::round_trips(addr, count, size, &mut histogram).await?;
+    let latency = crate::stats::Latency::of(&histogram);
     Ok(RoundTrips {
-        per_second: count as f64 / elapsed,
-        p50_us: percentile(&latencies_us, 50.0),
-        p99_us: percentile(&latencies_us, 99.0),
+        per_second,
+        p50_us: latency.p50_us,
+        p99_us: latency.p99_us,
     })
 }
 
@@ -99,7 +129,7 @@ struct Sample {
 
 const SESSIONS_PER_SAMPLE: u64 = 3;
 
-async fn measure(
+async fn sample(
     lane: &setup::Lane,
     bytes: u64,
     options: &Options,
@@ -149,7 +179,7 @@ async fn measure(
     })
 }
 
-pub async fn run(options: Options) -> anyhow::Result<()> {
+pub async fn measure(options: &Options) -> anyhow::Result<Outcome> {
     ensure!(options.rounds > 0, "--rounds must be at least 1");
     ensure!(options.round_trips > 0, "--round-trips must be at least 1");
     ensure!(
@@ -181,7 +211,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     // Warm up every path (TLS sessions, peer connections, TCP windows) and
     // prove each one before measuring.
     for lane in &setup.lanes {
-        measure(lane, options.warmup_bytes, &options, 200, &data).await?;
+        sample(lane, options.warmup_bytes, options, 200, &data).await?;
     }
     let mut samples: Vec<Vec<Sample>> = setup.lanes.iter().map(|_| Vec::new()).collect();
     let count = setup.lanes.len();
@@ -190,9 +220,9 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         for i in 0..count {
             let index = (i + round) % count;
             let lane = &setup.lanes[index];
-            let sample = measure(lane, options.bytes, &options, options.round_trips, &data).await?;
+            let sample = sample(lane, options.bytes, options, options.round_trips, &data).await?;
             eprintln!(
-                "round {}/{} {:<5} upload {:>6.0} MB/s  download {:>6.0} MB/s  {:>6.0} round trips/s  p50 {:>5.0} µs  p99 {:>5.0} µs",
+                "splice round {}/{} {:<5} upload {:>6.0} MB/s  download {:>6.0} MB/s  {:>6.0} round trips/s  p50 {:>5.0} µs  p99 {:>5.0} µs",
                 round + 1,
                 options.rounds,
                 lane.path.label(),
@@ -206,12 +236,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         }
     }
     let sessions = (options.rounds as u64 + 1) * SESSIONS_PER_SAMPLE;
-    let report = report::Report::new(&options, &setup.lanes, &samples, sessions);
-    report.print();
-    if let Some(path) = &options.json {
-        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
+    let report = report::Report::new(options, &setup.lanes, &samples, sessions);
+    let outcome = report.outcome()?;
     drop(setup);
-    Ok(())
+    Ok(outcome)
 }

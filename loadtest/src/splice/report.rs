@@ -5,7 +5,9 @@ use serde::Serialize;
 
 use super::setup::{Lane, PathKind, ROLES};
 use super::{Options, Sample};
+use crate::md;
 use crate::observe::{Machine, machine};
+use crate::outcome::{Outcome, Plot, met};
 use crate::stats::median;
 
 /// The issue's target: a spliced session keeps at least this share of a local one.
@@ -159,7 +161,7 @@ impl Report {
 
     /// Where the CPU goes: every process shares the machine's cores, so on a
     /// small machine the rates follow the total.
-    fn print_cpu(&self) {
+    fn print_cpu(&self, out: &mut String) {
         let header: Vec<String> = ROLES.iter().map(|r| r.to_string()).collect();
         for (what, unit, get) in [
             (
@@ -173,13 +175,14 @@ impl Report {
                 |c: &ProcessCpu| c.us_per_round_trip,
             ),
         ] {
-            println!("\n{what}, median:\n");
-            println!("| path | {} | all ({unit}) |", header.join(" | "));
-            println!("|---|{}---:|", "---:|".repeat(ROLES.len()));
+            md!(out, "\n{what}, median:\n");
+            md!(out, "| path | {} | all ({unit}) |", header.join(" | "));
+            md!(out, "|---|{}---:|", "---:|".repeat(ROLES.len()));
             for r in &self.results {
                 let values: Vec<f64> = r.cpu.iter().map(get).collect();
                 let cells: Vec<String> = values.iter().map(|v| format!("{v:.2}")).collect();
-                println!(
+                md!(
+                    out,
                     "| {} | {} | {:.2} |",
                     r.path.label(),
                     cells.join(" | "),
@@ -189,8 +192,52 @@ impl Report {
         }
     }
 
-    pub fn print(&self) {
-        println!(
+    pub fn outcome(&self) -> anyhow::Result<Outcome> {
+        let mut outcome = Outcome::new("splice", self)?;
+        self.print(&mut outcome.markdown);
+        for r in &self.ratios {
+            outcome.verdict(
+                format!(
+                    "{}-spliced vs same-replica ≥ {TARGET_RATIO:.2}× (upload, download, round trips/s)",
+                    r.path.label()
+                ),
+                format!(
+                    "upload {:.2}×, download {:.2}×, round trips/s {:.2}×",
+                    r.upload, r.download, r.round_trips_per_s
+                ),
+                r.meets_target,
+            );
+        }
+        let groups = [
+            (
+                "upload",
+                (|m: &Medians| m.upload_mb_s) as fn(&Medians) -> f64,
+            ),
+            ("download", |m: &Medians| m.download_mb_s),
+        ]
+        .iter()
+        .map(|(direction, get)| {
+            let bars = self
+                .results
+                .iter()
+                .map(|r| (r.path.label().to_owned(), get(&r.median)))
+                .collect();
+            (format!("one session, {direction}"), bars)
+        })
+        .collect();
+        outcome.plots.push(Plot::Bars {
+            file: "splice.svg",
+            title: "One session: same replica (local) vs spliced between replicas (median MB/s)"
+                .into(),
+            unit: "MB/s",
+            groups,
+        });
+        Ok(outcome)
+    }
+
+    fn print(&self, out: &mut String) {
+        md!(
+            out,
             "\nOne session per measurement: {} MiB each way; {} sequential {}-byte round trips; \
              median of {} rounds:\n",
             self.bytes >> 20,
@@ -198,13 +245,15 @@ impl Report {
             self.request_bytes,
             self.rounds
         );
-        println!(
+        md!(
+            out,
             "| path | user enters | upload MB/s | download MB/s | round trips/s | p50 µs | p99 µs | sessions verified |"
         );
-        println!("|---|---|---:|---:|---:|---:|---:|---:|");
+        md!(out, "|---|---|---:|---:|---:|---:|---:|---:|");
         for r in &self.results {
             let m = &r.median;
-            println!(
+            md!(
+                out,
                 "| {} | replica {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
                 r.path.label(),
                 r.ingress,
@@ -216,17 +265,22 @@ impl Report {
                 r.verified_sessions
             );
         }
-        self.print_cpu();
+        self.print_cpu(out);
         if self.ratios.is_empty() {
             return;
         }
-        println!("\nAgainst local (target: ≥ {TARGET_RATIO:.2}× on every rate):\n");
-        println!(
+        md!(
+            out,
+            "\nAgainst local (target: ≥ {TARGET_RATIO:.2}× on every rate):\n"
+        );
+        md!(
+            out,
             "| path | upload | download | round trips/s | p50 latency | p99 latency | target |"
         );
-        println!("|---|---:|---:|---:|---:|---:|---|");
+        md!(out, "|---|---:|---:|---:|---:|---:|---|");
         for r in &self.ratios {
-            println!(
+            md!(
+                out,
                 "| {} vs local | {:.2}x | {:.2}x | {:.2}x | {:.2}x | {:.2}x | {} |",
                 r.path.label(),
                 r.upload,
@@ -234,7 +288,7 @@ impl Report {
                 r.round_trips_per_s,
                 r.p50_latency,
                 r.p99_latency,
-                if r.meets_target { "met" } else { "missed" }
+                met(r.meets_target)
             );
         }
     }

@@ -66,24 +66,26 @@ fn scenario<'a>(results: &'a Value, name: &str) -> &'a Value {
     section
 }
 
-fn check_bulk(bulk: &Value) {
-    let rows: Vec<(u64, &str)> = bulk["results"]
+/// (count, path) of each result row, in order, `count` read from `key`.
+fn rows_by<'a>(section: &'a Value, key: &str) -> Vec<(u64, &'a str)> {
+    section["results"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["streams"].as_u64().unwrap(), r["path"].as_str().unwrap()))
-        .collect();
-    assert_eq!(
-        rows,
-        [
-            (1, "direct"),
-            (1, "ssh_l"),
-            (1, "postern"),
-            (16, "direct"),
-            (16, "ssh_l"),
-            (16, "postern")
-        ]
-    );
+        .map(|r| (r[key].as_u64().unwrap(), r["path"].as_str().unwrap()))
+        .collect()
+}
+
+/// The three paths, in the harness's order, for each count.
+fn every_path_for(counts: &[u64]) -> Vec<(u64, &'static str)> {
+    counts
+        .iter()
+        .flat_map(|&n| [(n, "direct"), (n, "ssh_l"), (n, "postern")])
+        .collect()
+}
+
+fn check_bulk(bulk: &Value) {
+    assert_eq!(rows_by(bulk, "streams"), every_path_for(&[1, 16]));
     for r in bulk["results"].as_array().unwrap() {
         positive(&r["upload_median"], "bulk upload");
         positive(&r["download_median"], "bulk download");
@@ -116,28 +118,7 @@ fn check_latency(latency: &Value) {
 }
 
 fn check_session_open(open: &Value) {
-    let rows: Vec<(u64, &str)> = open["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["concurrency"].as_u64().unwrap(),
-                r["path"].as_str().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        rows,
-        [
-            (1, "direct"),
-            (1, "ssh_l"),
-            (1, "postern"),
-            (8, "direct"),
-            (8, "ssh_l"),
-            (8, "postern")
-        ]
-    );
+    assert_eq!(rows_by(open, "concurrency"), every_path_for(&[1, 8]));
     for r in open["results"].as_array().unwrap() {
         positive(&r["median_sessions_per_s"], "sessions/s");
         assert_eq!(r["latency"]["count"].as_u64(), Some(50), "{r}");

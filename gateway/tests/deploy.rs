@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use postern_state::testing::{RedisServer, RedisTls};
+use postern_state::testing::{RedisServer, RedisTls, free_port};
 use postern_tunnel::tls::DevCertificates;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
@@ -53,14 +53,6 @@ async fn ready_line(child: &mut Child) -> Result<serde_json::Value, std::process
 }
 
 const PEER_SECRET: &str = "test-peer-secret-0123456789abcdef0123";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The status line of GET /readyz, or `None` while nothing listens.
 async fn readyz(addr: SocketAddr) -> Option<String> {

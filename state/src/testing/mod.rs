@@ -360,6 +360,12 @@ fn check_version(binary: &Path) {
     }
 }
 
+/// A loopback port the kernel considers free right now, for a program that
+/// must be told its port before it starts.
+pub fn free_port() -> u16 {
+    free_ports(1)[0]
+}
+
 /// Ports the kernel considers free right now (distinct: all bound at once).
 fn free_ports(count: usize) -> Vec<u16> {
     let listeners: Vec<TcpListener> = (0..count)

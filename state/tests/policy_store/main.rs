@@ -14,16 +14,8 @@ use postern_state::StoreError;
 use postern_state::dynamodb::{DynamoConfig, DynamoStore};
 use postern_state::postgres::PostgresStore;
 use postern_state::sqlite::SqliteStore;
-use postern_state::testing::MotoServer;
+use postern_state::testing::{MotoServer, free_port};
 use postern_testkit::postgres::Database;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn pg_url(db: &Database) -> String {
     format!(

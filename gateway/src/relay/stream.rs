@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use futures::{FutureExt, Stream, StreamExt};
+use postern_tunnel::proto::frame::Kind as FrameKind;
 use postern_tunnel::proto::relay_envelope::Kind;
 use postern_tunnel::proto::{Frame, RelayCredit, RelayData};
 use postern_tunnel::relay::MAX_BATCH_BYTES;
@@ -50,6 +51,9 @@ pub struct StreamState {
     reset_reason: Mutex<Option<String>>,
     inbound_done: AtomicBool,
     outbound_done: AtomicBool,
+    /// The reader left after taking a `Close` frame: it has all it wanted, so
+    /// frames still in flight (the `end` message) are dropped, not an error.
+    reader_closed: AtomicBool,
 }
 
 struct Inbound {
@@ -106,6 +110,7 @@ impl StreamState {
             reset_reason: Mutex::new(None),
             inbound_done: AtomicBool::new(false),
             outbound_done: AtomicBool::new(false),
+            reader_closed: AtomicBool::new(false),
         });
         (state, rx)
     }
@@ -131,7 +136,9 @@ impl StreamState {
             return Err(DeliveryError::Abandoned);
         };
         for frame in data.frames {
-            tx.send(frame).map_err(|_| DeliveryError::Abandoned)?;
+            if tx.send(frame).is_err() && !self.reader_closed.load(Ordering::Acquire) {
+                return Err(DeliveryError::Abandoned);
+            }
         }
         if data.end {
             inbound.tx = None;
@@ -193,6 +200,8 @@ pub struct RelayInbound {
     pub(super) relay: Arc<Relay>,
     consumed: i64,
     ended: bool,
+    /// A `Close` frame went to the reader: the other side ended this direction.
+    saw_close: bool,
 }
 
 impl RelayInbound {
@@ -207,6 +216,7 @@ impl RelayInbound {
             relay,
             consumed: 0,
             ended: false,
+            saw_close: false,
         }
     }
 }
@@ -220,6 +230,9 @@ impl Stream for RelayInbound {
         }
         match self.rx.poll_recv(cx) {
             Poll::Ready(Some(frame)) => {
+                if matches!(frame.kind, Some(FrameKind::Close(_))) {
+                    self.saw_close = true;
+                }
                 let cost = frame_cost(&frame);
                 self.state.buffered.fetch_sub(cost, Ordering::AcqRel);
                 self.consumed += cost;
@@ -252,8 +265,12 @@ impl Stream for RelayInbound {
 
 impl Drop for RelayInbound {
     fn drop(&mut self) {
-        // A reader that leaves before the end means the local leg is gone.
-        if !self.ended && !self.state.finished() {
+        // A reader that leaves after the Close frame is done; the `end` message
+        // may simply still be on its way. One that leaves earlier means the
+        // local leg is gone.
+        if self.saw_close {
+            self.state.reader_closed.store(true, Ordering::Release);
+        } else if !self.ended && !self.state.finished() {
             self.relay.reset_stream(
                 &self.state,
                 DeliveryError::Abandoned.reason(),
@@ -406,6 +423,66 @@ mod tests {
         state.reset("gone".into());
         assert!(state.finished());
         assert_eq!(state.reset_reason().as_deref(), Some("gone"));
+    }
+
+    fn relay() -> Arc<Relay> {
+        use postern_state::memory::MemoryRouteStore;
+        use postern_tunnel::Secret;
+        use postern_tunnel::peer::PeerKey;
+        Relay::new(
+            "gw-a".into(),
+            PeerKey::new(&Secret::new("relay test key")),
+            Arc::new(MemoryRouteStore::new()),
+            Arc::new(crate::metrics::Metrics::new()),
+        )
+    }
+
+    fn close_then(seq: u64) -> RelayData {
+        RelayData {
+            stream_id: "s".into(),
+            seq,
+            frames: vec![postern_tunnel::frame::close(None)],
+            end: false,
+        }
+    }
+
+    fn resets(relay: &Relay) -> String {
+        relay
+            .metrics
+            .encode()
+            .lines()
+            .filter(|l| l.starts_with("postern_relay_resets_total") && !l.ends_with(" 0"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The reader may leave as soon as it has the Close frame; the `end`
+    /// message still on its way is not an abandoned stream.
+    #[tokio::test]
+    async fn a_reader_leaving_after_close_is_not_an_abandoned_stream() {
+        let relay = relay();
+        let (state, mut inbound) = relay.open_stream("s".into(), "gw-b".into());
+        state.deliver(close_then(0)).unwrap();
+        let frame = inbound.next().await.unwrap().unwrap();
+        assert!(matches!(frame.kind, Some(FrameKind::Close(_))));
+        drop(inbound);
+        assert!(!state.cancel.is_cancelled(), "no reset");
+        let late = RelayData {
+            end: true,
+            ..data(1, 10, true)
+        };
+        assert_eq!(state.deliver(late), Ok(true), "late frames are dropped");
+        assert_eq!(resets(&relay), "");
+
+        // Leaving before the Close frame still resets the stream.
+        let (state, inbound) = relay.open_stream("t".into(), "gw-b".into());
+        state.deliver(data(0, 10, false)).unwrap();
+        drop(inbound);
+        assert!(state.cancel.is_cancelled());
+        assert_eq!(
+            resets(&relay),
+            "postern_relay_resets_total{reason=\"abandoned\"} 1"
+        );
     }
 
     #[tokio::test]

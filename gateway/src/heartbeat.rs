@@ -67,7 +67,7 @@ fn tell_agents(shared: &Shared, replicas: Vec<String>) {
             })),
         };
         // A full control queue means the agent is slow; it will hear next time.
-        let _ = link.tx.try_send(Ok(message));
+        let _ = link.tx.try_send(Box::new(message));
     }
 }
 

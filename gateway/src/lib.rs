@@ -386,7 +386,7 @@ impl RunningGateway {
                     reason: "replica shutting down".into(),
                 })),
             };
-            let _ = link.tx.try_send(Ok(drain));
+            let _ = link.tx.try_send(Box::new(drain));
         }
         self.public_stop.cancel();
         let deadline = Instant::now() + shared.settings.drain_grace;

@@ -140,7 +140,7 @@ async fn open_session(
             let message = GatewayMessage {
                 kind: Some(GatewayKind::SessionRequest(request)),
             };
-            match tokio::time::timeout(timeout, link.tx.send(Ok(message))).await {
+            match tokio::time::timeout(timeout, link.tx.send(Box::new(message))).await {
                 Ok(Ok(())) => Ok(None),
                 _ => Err(Refusal::new(
                     ErrorKind::AgentOffline,

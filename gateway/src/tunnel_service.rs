@@ -28,13 +28,23 @@ pub struct TunnelService {
     pub shared: Arc<Shared>,
 }
 
-fn gateway_message(kind: GatewayKind) -> Result<GatewayMessage, Status> {
-    Ok(GatewayMessage { kind: Some(kind) })
+fn gateway_message(kind: GatewayKind) -> Box<GatewayMessage> {
+    Box::new(GatewayMessage { kind: Some(kind) })
+}
+
+/// What an agent's control stream yields: the boxed messages of its channel.
+pub type ControlStream = futures::stream::Map<
+    ReceiverStream<Box<GatewayMessage>>,
+    fn(Box<GatewayMessage>) -> Result<GatewayMessage, Status>,
+>;
+
+fn unbox(message: Box<GatewayMessage>) -> Result<GatewayMessage, Status> {
+    Ok(*message)
 }
 
 #[tonic::async_trait]
 impl AgentTunnel for TunnelService {
-    type ControlStream = ReceiverStream<Result<GatewayMessage, Status>>;
+    type ControlStream = ControlStream;
     type AttachStream = FrameResponse;
 
     async fn control(
@@ -82,7 +92,9 @@ impl AgentTunnel for TunnelService {
             )
             .instrument(span),
         );
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(
+            ReceiverStream::new(rx).map(unbox as fn(_) -> _),
+        ))
     }
 
     async fn attach(

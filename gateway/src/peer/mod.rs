@@ -160,7 +160,7 @@ pub async fn pass_on_request(
     };
     let sent = tokio::time::timeout(
         shared.settings.session_open_timeout,
-        link.tx.send(Ok(message)),
+        link.tx.send(Box::new(message)),
     )
     .await;
     if !matches!(sent, Ok(Ok(()))) {

@@ -435,9 +435,26 @@ impl AuditSink for PostgresStore {
         if events.is_empty() {
             return Ok(());
         }
+        // One multi-row INSERT per chunk: one round trip to the database
+        // (and, for SQLite, to its worker thread) instead of one per event.
         let mut tx = self.pool.begin().await.map_err(backend)?;
-        for e in events {
-            insert_audit(e).execute(&mut *tx).await.map_err(backend)?;
+        for chunk in events.chunks(crate::AUDIT_ROWS_PER_INSERT) {
+            sqlx::QueryBuilder::<sqlx::Postgres>::new(
+                "INSERT INTO audit_events (at_ms, actor, action, target, outcome, detail, session_id) ",
+            )
+            .push_values(chunk, |mut row, e| {
+                row.push_bind(e.at_ms)
+                    .push_bind(&e.actor)
+                    .push_bind(&e.action)
+                    .push_bind(&e.target)
+                    .push_bind(&e.outcome)
+                    .push_bind(&e.detail)
+                    .push_bind(&e.session_id);
+            })
+            .build()
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
         }
         tx.commit().await.map_err(backend)?;
         Ok(())

@@ -512,9 +512,10 @@ async fn audit_queries_by_time(store: &dyn Store) {
     assert_eq!(got, vec![base + 2_000, base + 1_000]);
 }
 
-/// A batch larger than any one backend request (DynamoDB takes 25 items).
+/// A batch larger than any one backend request (DynamoDB takes 25 items, the
+/// SQL stores 512 rows an INSERT).
 async fn large_audit_batches_keep_every_event_in_order(store: &dyn Store) {
-    let events: Vec<AuditEvent> = (0..60)
+    let events: Vec<AuditEvent> = (0..1_100)
         .map(|n| AuditEvent {
             // Two events a millisecond: order within one must hold too.
             at_ms: 9_000_000 + n / 2,
@@ -526,7 +527,7 @@ async fn large_audit_batches_keep_every_event_in_order(store: &dyn Store) {
     let got: Vec<String> = store
         .events(&AuditQuery {
             actor: Some("batcher".into()),
-            limit: 100,
+            limit: 2_000,
             ..AuditQuery::default()
         })
         .await
@@ -534,6 +535,6 @@ async fn large_audit_batches_keep_every_event_in_order(store: &dyn Store) {
         .into_iter()
         .map(|e| e.detail)
         .collect();
-    let expected: Vec<String> = (0..60).rev().map(|n| format!("batched {n}")).collect();
+    let expected: Vec<String> = (0..1_100).rev().map(|n| format!("batched {n}")).collect();
     assert_eq!(got, expected);
 }

@@ -30,7 +30,11 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "postern-agent")]
     pub agent: AgentProgram,
     /// Paths of the splice scenario, local first.
-    #[arg(long, value_delimiter = ',', default_value = "local,peer,relay")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "local,peer,peer-plaintext,relay"
+    )]
     pub splice_paths: Vec<PathKind>,
     /// Idle agents on one replica [default: 10000; --quick 500].
     #[arg(long)]

@@ -110,6 +110,35 @@ pub fn memory(pid: u32) -> anyhow::Result<Memory> {
     })
 }
 
+/// CPU seconds used by `root` and every process descended from it (sshd's
+/// per-connection process, say). Processes that exit meanwhile count nothing.
+pub fn tree_cpu_seconds(root: u32) -> f64 {
+    let parents = parent_pids();
+    let mut total = 0.0;
+    let mut pending = vec![root];
+    while let Some(pid) = pending.pop() {
+        total += cpu_seconds(pid).unwrap_or(0.0);
+        pending.extend(parents.iter().filter(|(_, p)| *p == pid).map(|(c, _)| *c));
+    }
+    total
+}
+
+/// `(pid, parent pid)` of every process.
+fn parent_pids() -> Vec<(u32, u32)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // After the command name in parentheses: state, then the parent pid.
+            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?;
+            Some((pid, ppid.parse().ok()?))
+        })
+        .collect()
+}
+
 /// CPU time a process has used so far (user + system), in seconds.
 pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))

@@ -99,6 +99,9 @@ struct Measured {
     tps: Vec<f64>,
     median_tps: f64,
     vs_ssh: f64,
+    /// CPU time of the path's relaying processes per transaction (median):
+    /// ssh + sshd, or postern connect + the gateway with its agent.
+    relay_cpu_us_per_tx: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -146,6 +149,15 @@ async fn pgbench(addr: SocketAddr, args: &[String]) -> anyhow::Result<String> {
         );
     }
     Ok(stdout)
+}
+
+/// The `number of transactions actually processed: N` figure.
+fn transactions(output: &str) -> anyhow::Result<f64> {
+    output
+        .lines()
+        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+        .and_then(|rest| rest.split(['/', ' ']).next()?.parse().ok())
+        .with_context(|| format!("no transaction count in pgbench's output: {output}"))
 }
 
 /// The `tps = N (without initial connection time)` figure.
@@ -237,14 +249,24 @@ pub async fn measure(options: &Options) -> anyhow::Result<Outcome> {
     for (_, addr) in paths {
         pgbench(addr, &run_args(1, 1)).await?;
     }
+    let relays = [Vec::new(), ssh.relay_pids(), postern.relay_pids()];
+    let relay_cpu = |pids: &[u32]| -> f64 {
+        pids.iter()
+            .map(|pid| crate::observe::tree_cpu_seconds(*pid))
+            .sum()
+    };
     let mut tps_by = vec![vec![Vec::new(); paths.len()]; options.clients.len()];
+    let mut cpu_by = tps_by.clone();
     for round in 0..options.rounds {
         for (c, &clients) in options.clients.iter().enumerate() {
             // Rotate the order each round so drift of the machine cancels out.
             for index in rotation(round, paths.len()) {
                 let (path, addr) = paths[index];
+                let cpu_before = relay_cpu(&relays[index]);
                 let out = pgbench(addr, &run_args(clients, options.seconds)).await?;
                 let t = tps(&out)?;
+                let cpu = relay_cpu(&relays[index]) - cpu_before;
+                cpu_by[c][index].push(cpu * 1e6 / transactions(&out)?);
                 eprintln!(
                     "pgbench round {}/{} clients {clients:>2} {:<8} {t:>9.0} tps",
                     round + 1,
@@ -266,6 +288,7 @@ pub async fn measure(options: &Options) -> anyhow::Result<Outcome> {
                 tps: tps_by[c][index].clone(),
                 median_tps,
                 vs_ssh: median_tps / ssh_median,
+                relay_cpu_us_per_tx: (!relays[index].is_empty()).then(|| median(&cpu_by[c][index])),
             });
         }
     }
@@ -317,18 +340,30 @@ pub async fn measure(options: &Options) -> anyhow::Result<Outcome> {
         options.rounds,
         options.kind
     );
-    md!(markdown, "| clients | path | tps | vs ssh -L |");
-    md!(markdown, "|---:|---|---:|---:|");
+    md!(
+        markdown,
+        "| clients | path | tps | vs ssh -L | relays' CPU µs per transaction |"
+    );
+    md!(markdown, "|---:|---|---:|---:|---:|");
     for r in &results {
         md!(
             markdown,
-            "| {} | {} | {:.0} | {:.2}x |",
+            "| {} | {} | {:.0} | {:.2}x | {} |",
             r.clients,
             r.path.label(),
             r.median_tps,
-            r.vs_ssh
+            r.vs_ssh,
+            r.relay_cpu_us_per_tx
+                .map_or("—".to_owned(), |us| format!("{us:.0}"))
         );
     }
+    md!(
+        markdown,
+        "\nRelays: ssh + sshd for ssh -L; postern connect + the gateway with its embedded \
+         agent for postern. Every process shares the machine's {} cores, so a path's rate \
+         falls as its relays' CPU per transaction rises.",
+        crate::observe::machine().cpus
+    );
     let report = Report {
         scenario: "pgbench",
         mode: options.mode.clone(),
@@ -379,5 +414,10 @@ mod tests {
                    initial connection time = 2.204 ms\ntps = 9871.532051 (without initial connection time)\n";
         assert_eq!(tps(out).unwrap(), 9871.532051);
         assert!(tps("nothing").is_err());
+        let out = "number of clients: 8\nnumber of transactions actually processed: 81234\n\
+                   number of failed transactions: 0 (0.000%)\n";
+        assert_eq!(transactions(out).unwrap(), 81234.0);
+        let fixed = "number of transactions actually processed: 1000/1000\n";
+        assert_eq!(transactions(fixed).unwrap(), 1000.0);
     }
 }

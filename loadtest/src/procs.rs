@@ -55,6 +55,16 @@ pub struct Postern {
     pub internal: Option<SocketAddr>,
 }
 
+impl Postern {
+    /// `postern connect` and the gateway with its embedded agent.
+    pub fn relay_pids(&self) -> Vec<u32> {
+        [&self._connect, &self._gateway]
+            .iter()
+            .filter_map(|c| c.id())
+            .collect()
+    }
+}
+
 /// `postern-gateway dev` (TLS, embedded agent), a connection to `target`
 /// (`kind`: the `postern connection add` flags that say what it is), and
 /// `postern connect` on a free local port: the walkthrough of the README.
@@ -150,6 +160,16 @@ pub struct SshTunnel {
     _sshd: Child,
     _ssh: Child,
     pub local: SocketAddr,
+}
+
+impl SshTunnel {
+    /// `ssh` and `sshd` (whose per-connection process is its child).
+    pub fn relay_pids(&self) -> Vec<u32> {
+        [&self._ssh, &self._sshd]
+            .iter()
+            .filter_map(|c| c.id())
+            .collect()
+    }
 }
 
 async fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {

@@ -147,6 +147,13 @@ fn check_pgbench(pgbench: &Value) {
     for r in pgbench["results"].as_array().unwrap() {
         positive(&r["median_tps"], "tps");
         positive(&r["vs_ssh"], "ratio");
+        // The relays' CPU per transaction: none on the direct path.
+        match r["path"].as_str().unwrap() {
+            "direct" => assert!(r["relay_cpu_us_per_tx"].is_null(), "{r}"),
+            _ => {
+                positive(&r["relay_cpu_us_per_tx"], "relay CPU per transaction");
+            }
+        }
     }
     assert!(
         pgbench["statements_audited"].as_f64().unwrap() > 10.0,
@@ -161,7 +168,7 @@ fn check_splice(splice: &Value) {
         .iter()
         .map(|r| r["path"].as_str().unwrap())
         .collect();
-    assert_eq!(paths, ["local", "peer", "relay"]);
+    assert_eq!(paths, ["local", "peer", "peer_plaintext", "relay"]);
     let rounds = splice["rounds"].as_u64().unwrap();
     for result in results {
         let path = result["path"].as_str().unwrap();
@@ -183,7 +190,7 @@ fn check_splice(splice: &Value) {
         .iter()
         .map(|r| r["path"].as_str().unwrap())
         .collect();
-    assert_eq!(ratios, ["peer", "relay"]);
+    assert_eq!(ratios, ["peer", "peer_plaintext", "relay"]);
 }
 
 fn check_idle(idle: &Value) {

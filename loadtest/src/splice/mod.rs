@@ -136,7 +136,7 @@ async fn sample(
     round_trips_count: usize,
     data: &[u8],
 ) -> anyhow::Result<Sample> {
-    let label = lane.path.label();
+    let label = lane.path.name();
     let before = lane.splice_counts().await?;
     let cpu_start = lane.cpu_seconds()?;
     let upload = bounded(
@@ -203,7 +203,7 @@ pub async fn measure(options: &Options) -> anyhow::Result<Outcome> {
     for lane in &setup.lanes {
         eprintln!(
             "path {:<5} user enters replica {}, agent's tunnel on replica b",
-            lane.path.label(),
+            lane.path.name(),
             lane.ingress
         );
     }
@@ -225,7 +225,7 @@ pub async fn measure(options: &Options) -> anyhow::Result<Outcome> {
                 "splice round {}/{} {:<5} upload {:>6.0} MB/s  download {:>6.0} MB/s  {:>6.0} round trips/s  p50 {:>5.0} µs  p99 {:>5.0} µs",
                 round + 1,
                 options.rounds,
-                lane.path.label(),
+                lane.path.name(),
                 sample.upload,
                 sample.download,
                 sample.rtt.per_second,

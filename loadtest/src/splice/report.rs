@@ -184,7 +184,7 @@ impl Report {
                 md!(
                     out,
                     "| {} | {} | {:.2} |",
-                    r.path.label(),
+                    r.path.name(),
                     cells.join(" | "),
                     values.iter().sum::<f64>()
                 );
@@ -199,7 +199,7 @@ impl Report {
             outcome.verdict(
                 format!(
                     "{}-spliced vs same-replica ≥ {TARGET_RATIO:.2}× (upload, download, round trips/s)",
-                    r.path.label()
+                    r.path.name()
                 ),
                 format!(
                     "upload {:.2}×, download {:.2}×, round trips/s {:.2}×",
@@ -220,7 +220,7 @@ impl Report {
             let bars = self
                 .results
                 .iter()
-                .map(|r| (r.path.label().to_owned(), get(&r.median)))
+                .map(|r| (r.path.name().to_owned(), get(&r.median)))
                 .collect();
             (format!("one session, {direction}"), bars)
         })
@@ -255,7 +255,7 @@ impl Report {
             md!(
                 out,
                 "| {} | replica {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
-                r.path.label(),
+                r.path.name(),
                 r.ingress,
                 m.upload_mb_s,
                 m.download_mb_s,
@@ -282,7 +282,7 @@ impl Report {
             md!(
                 out,
                 "| {} vs local | {:.2}x | {:.2}x | {:.2}x | {:.2}x | {:.2}x | {} |",
-                r.path.label(),
+                r.path.name(),
                 r.upload,
                 r.download,
                 r.round_trips_per_s,

@@ -22,6 +22,10 @@ pub enum PathKind {
     Local,
     /// The user reaches A; A and B splice over the peer port.
     Peer,
+    /// As `peer`, on a pair whose peer port is plain HTTP/2
+    /// (`POSTERN_PEER_TLS_DISABLED=1`, peers still authenticated by signed
+    /// tokens): what the link's TLS costs.
+    PeerPlaintext,
     /// The user reaches A; A and B splice through Redis (`POSTERN_PEER_TRANSPORT=relay`).
     Relay,
 }
@@ -31,14 +35,23 @@ impl PathKind {
     pub fn label(self) -> &'static str {
         match self {
             PathKind::Local => "local",
-            PathKind::Peer => "peer",
+            PathKind::Peer | PathKind::PeerPlaintext => "peer",
             PathKind::Relay => "relay",
+        }
+    }
+
+    /// The path's name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            PathKind::PeerPlaintext => "peer-plaintext",
+            other => other.label(),
         }
     }
 
     fn transport(self) -> Transport {
         match self {
             PathKind::Local | PathKind::Peer => Transport::PeerPort,
+            PathKind::PeerPlaintext => Transport::PeerPortPlaintext,
             PathKind::Relay => Transport::Relay,
         }
     }
@@ -50,6 +63,7 @@ pub const LABELS: [&str; 3] = ["local", "peer", "relay"];
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Transport {
     PeerPort,
+    PeerPortPlaintext,
     Relay,
 }
 
@@ -86,13 +100,16 @@ async fn start_pair(
     let redis = redis::start(dir).await?;
     let env = match transport {
         Transport::PeerPort => Vec::new(),
+        Transport::PeerPortPlaintext => {
+            vec![("POSTERN_PEER_TLS_DISABLED".to_owned(), "1".to_owned())]
+        }
         Transport::Relay => vec![("POSTERN_PEER_TRANSPORT".to_owned(), "relay".to_owned())],
     };
     let config = ClusterConfig::new(bin_dir, dir, redis.url(), env)?;
     let a = cluster::start_replica(&config, "a")
         .await
         .with_context(|| match transport {
-            Transport::PeerPort => "starting replica a",
+            Transport::PeerPort | Transport::PeerPortPlaintext => "starting replica a",
             Transport::Relay => {
                 "path relay: postern-gateway did not start with POSTERN_PEER_TRANSPORT=relay"
             }
@@ -207,7 +224,7 @@ impl Lane {
                 bail!(
                     "path {}: expected {sessions} sessions counted as postern_splices_total{{path=\"{}\"}} \
                      on replica b, got local +{}, peer +{}, relay +{}",
-                    self.path.label(),
+                    self.path.name(),
                     self.path.label(),
                     delta[0],
                     delta[1],
@@ -235,7 +252,11 @@ pub async fn start(
 ) -> anyhow::Result<Setup> {
     let cli_bin = bin_dir.join("postern");
     let mut pairs: Vec<(Transport, Pair)> = Vec::new();
-    for transport in [Transport::PeerPort, Transport::Relay] {
+    for transport in [
+        Transport::PeerPort,
+        Transport::PeerPortPlaintext,
+        Transport::Relay,
+    ] {
         if paths.iter().any(|p| p.transport() == transport) {
             let sub = dir.join(format!("{transport:?}").to_lowercase());
             let pair = start_pair(transport, bin_dir, agent, &sub, target).await?;
@@ -250,7 +271,7 @@ pub async fn start(
             .context("a pair for every transport")?;
         let ingress = match path {
             PathKind::Local => &pair.b,
-            PathKind::Peer | PathKind::Relay => &pair.a,
+            PathKind::Peer | PathKind::PeerPlaintext | PathKind::Relay => &pair.a,
         };
         let (connect, local) =
             cluster::connect(&cli_bin, &pair.config, &ingress.url(), CONNECTION).await?;

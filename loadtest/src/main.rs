@@ -15,6 +15,7 @@ mod pgbench;
 mod plot;
 mod procs;
 mod redis;
+mod relay_floor;
 mod session_open;
 mod splice;
 mod startup;
@@ -49,6 +50,9 @@ enum Command {
     IdleAgents(idle::Args),
     /// pgbench -S through Postern (guardrails and audit on) vs direct vs ssh -L.
     Pgbench(pgbench::Args),
+    /// pgbench -S through ssh -L and through chains of plain TCP relays (socat):
+    /// what relay hops alone cost on this machine.
+    RelayFloor(relay_floor::Args),
     /// kill -9 of one of three replicas under load: errors, and the time until
     /// every agent is reachable again.
     Failover(failover::Args),
@@ -72,6 +76,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Splice(args) => splice::main(args).await,
         Command::IdleAgents(args) => idle::main(args).await,
         Command::Pgbench(args) => pgbench::main(args).await,
+        Command::RelayFloor(args) => relay_floor::main(args).await,
         Command::Failover(args) => failover::main(args).await,
         Command::Startup(args) => startup::main(args).await,
         Command::All(args) => all::main(args).await,

@@ -127,9 +127,9 @@ struct Report {
     machine: crate::observe::Machine,
 }
 
-const DATABASE: &str = "postern_pgbench";
+pub(crate) const DATABASE: &str = "postern_pgbench";
 
-async fn pgbench(addr: SocketAddr, args: &[String]) -> anyhow::Result<String> {
+pub(crate) async fn pgbench(addr: SocketAddr, args: &[String]) -> anyhow::Result<String> {
     let output = Command::new("pgbench")
         .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
         .args(["-U", "postgres"])
@@ -161,7 +161,7 @@ fn transactions(output: &str) -> anyhow::Result<f64> {
 }
 
 /// The `tps = N (without initial connection time)` figure.
-fn tps(output: &str) -> anyhow::Result<f64> {
+pub(crate) fn tps(output: &str) -> anyhow::Result<f64> {
     output
         .lines()
         .find(|l| l.starts_with("tps = ") && l.contains("without initial connection time"))
@@ -200,15 +200,7 @@ pub async fn measure(options: &Options) -> anyhow::Result<Outcome> {
         "--clients needs at least one count"
     );
     let pg = options.postgres;
-    eprintln!("preparing {DATABASE} on {pg} (pgbench -i -s 1)");
-    psql(
-        pg,
-        "postgres",
-        &format!("drop database if exists {DATABASE} with (force)"),
-    )
-    .await?;
-    psql(pg, "postgres", &format!("create database {DATABASE}")).await?;
-    pgbench(pg, &["-i".into(), "-q".into(), "-s".into(), "1".into()]).await?;
+    prepare(pg).await?;
 
     let dir = tempfile::tempdir()?;
     let ssh = procs::ssh_tunnel(dir.path(), pg).await?;
@@ -231,20 +223,7 @@ pub async fn measure(options: &Options) -> anyhow::Result<Outcome> {
         (Path3::SshL, ssh.local),
         (Path3::Postern, postern.local),
     ];
-    let run_args = |clients: u32, seconds: u64| -> Vec<String> {
-        vec![
-            "-S".into(),
-            "-n".into(),
-            "-M".into(),
-            options.mode.clone(),
-            "-c".into(),
-            clients.to_string(),
-            "-j".into(),
-            clients.min(2).to_string(),
-            "-T".into(),
-            seconds.to_string(),
-        ]
-    };
+    let run_args = |clients, seconds| run_args(&options.mode, clients, seconds);
     // Warm up each path (connections, caches, the agent's first parse).
     for (_, addr) in paths {
         pgbench(addr, &run_args(1, 1)).await?;
@@ -395,13 +374,38 @@ pub async fn measure(options: &Options) -> anyhow::Result<Outcome> {
     });
     drop(postern);
     drop(ssh);
-    psql(
-        pg,
-        "postgres",
-        &format!("drop database if exists {DATABASE} with (force)"),
-    )
-    .await?;
+    drop_database(pg).await?;
     Ok(outcome)
+}
+
+/// A fresh `postern_pgbench` database (`pgbench -i -s 1`), made directly.
+pub(crate) async fn prepare(pg: SocketAddr) -> anyhow::Result<()> {
+    eprintln!("preparing {DATABASE} on {pg} (pgbench -i -s 1)");
+    drop_database(pg).await?;
+    psql(pg, "postgres", &format!("create database {DATABASE}")).await?;
+    pgbench(pg, &["-i".into(), "-q".into(), "-s".into(), "1".into()]).await?;
+    Ok(())
+}
+
+pub(crate) async fn drop_database(pg: SocketAddr) -> anyhow::Result<()> {
+    let sql = format!("drop database if exists {DATABASE} with (force)");
+    psql(pg, "postgres", &sql).await
+}
+
+/// `pgbench -S` (read-only) with `clients` connections for `seconds`.
+pub(crate) fn run_args(mode: &str, clients: u32, seconds: u64) -> Vec<String> {
+    vec![
+        "-S".into(),
+        "-n".into(),
+        "-M".into(),
+        mode.into(),
+        "-c".into(),
+        clients.to_string(),
+        "-j".into(),
+        clients.min(2).to_string(),
+        "-T".into(),
+        seconds.to_string(),
+    ]
 }
 
 #[cfg(test)]

@@ -308,6 +308,7 @@ fn all_quick_runs_every_scenario_and_writes_json_markdown_and_plots() {
             "pgbench",
             "splice",
             "splice",
+            "splice",
             "idle_agents",
             "failover"
         ],

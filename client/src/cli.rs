@@ -376,6 +376,32 @@ async fn execute(command: Command) -> anyhow::Result<()> {
 }
 
 async fn connect(name: String, addr: SocketAddr, reason: &str) -> anyhow::Result<()> {
+    // Installed before anything else: a SIGTERM or Ctrl-C at any step (while
+    // waiting for an approval, say, or just as the port opens) ends the
+    // command cleanly, and none falls between two handlers.
+    let shutdown = postern_tunnel::signal::Shutdown::install()?;
+    let listening = std::sync::atomic::AtomicBool::new(false);
+    tokio::select! {
+        served = connect_and_serve(name, addr, reason, &listening) => served,
+        // Stopping a forwarder is how it ends (exit 0); stopped before its
+        // port opened (waiting for an approval, say), it did not do its job.
+        // Queued spans are flushed on the way out either way.
+        () = shutdown.wait() => {
+            if listening.load(std::sync::atomic::Ordering::Acquire) {
+                Ok(())
+            } else {
+                anyhow::bail!("stopped before the local port opened")
+            }
+        }
+    }
+}
+
+async fn connect_and_serve(
+    name: String,
+    addr: SocketAddr,
+    reason: &str,
+    listening: &std::sync::atomic::AtomicBool,
+) -> anyhow::Result<()> {
     let api = client().await?;
     // Rules, MFA and approval first: a refusal names its rule or group here,
     // and an approval is asked for and waited on before anything listens.
@@ -401,6 +427,7 @@ async fn connect(name: String, addr: SocketAddr, reason: &str) -> anyhow::Result
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr()?;
+    listening.store(true, std::sync::atomic::Ordering::Release);
     // The first line is machine-readable: scripts and tests wait for it.
     println!("listening on {local}");
     println!(
@@ -423,12 +450,7 @@ async fn connect(name: String, addr: SocketAddr, reason: &str) -> anyhow::Result
         // hop is loopback, so the client's encryption request is declined here.
         connector = connector.with_postgres_negotiation();
     }
-    tokio::select! {
-        served = connector.serve(listener) => served?,
-        // SIGTERM too (a supervisor or a test stopping it): queued spans are
-        // flushed on the way out.
-        _ = postern_tunnel::signal::shutdown() => {}
-    }
+    connector.serve(listener).await?;
     Ok(())
 }
 

@@ -333,7 +333,7 @@ async fn reviews_grant_time_boxed_access_and_everything_is_audited() {
     // Olga's waiting `postern connect` goes on and listens.
     let port = listening_port(&olga_lines.recv().await.expect("listening line"));
     echo_once(SocketAddr::from(([127, 0, 0, 1], port)), b"approved bytes").await;
-    olga_connect.kill().await.unwrap();
+    terminate_cleanly(&mut olga_connect).await;
     // Within the window, a new `postern connect` needs no new review.
     let (mut again, mut again_lines) = spawn_postern(
         cluster.cli_env_as(&olga),
@@ -341,7 +341,8 @@ async fn reviews_grant_time_boxed_access_and_everything_is_audited() {
         std::process::Stdio::inherit(),
     );
     listening_port(&again_lines.recv().await.expect("listening line"));
-    again.kill().await.unwrap();
+    // Stopped the moment it listens: no signal falls between two handlers.
+    terminate_cleanly(&mut again).await;
 
     // Pete's request is denied: his `postern connect` ends with the reason.
     let (pete_connect, mut pete_lines) = spawn_postern(
@@ -368,6 +369,30 @@ async fn reviews_grant_time_boxed_access_and_everything_is_audited() {
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(
         err.contains(&format!("review {pete_id} was denied by bob: not now")),
+        "{err}"
+    );
+
+    // Stopped while it waits for an approval, `postern connect` says so and fails.
+    let quinn = cluster.add_person("quinn", &["oncall"]).await;
+    let (quinn_connect, mut quinn_lines) = spawn_postern(
+        cluster.cli_env_as(&quinn),
+        &["connect", "prod-db", "--port", "0"],
+        std::process::Stdio::piped(),
+    );
+    let waiting = quinn_lines.recv().await.expect("waiting line");
+    assert!(waiting.starts_with("waiting for approval "), "{waiting}");
+    sigterm(&quinn_connect);
+    let output = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        quinn_connect.wait_with_output(),
+    )
+    .await
+    .expect("postern connect exits within 10 s of SIGTERM")
+    .unwrap();
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        err.contains("stopped before the local port opened"),
         "{err}"
     );
 
@@ -461,7 +486,8 @@ async fn reviews_grant_time_boxed_access_and_everything_is_audited() {
                 .iter()
                 .map(|d| d["text"].as_str().unwrap_or_default().to_owned())
                 .collect();
-            (texts.len() >= 5).then_some(texts)
+            // Every request and decision above: six, Quinn's unanswered one included.
+            (texts.len() >= 6).then_some(texts)
         }
     })
     .await;
@@ -488,7 +514,7 @@ async fn reviews_grant_time_boxed_access_and_everything_is_audited() {
         cluster
             .metrics()
             .await
-            .contains("postern_review_webhook_deliveries_total{result=\"ok\"} 5")
+            .contains("postern_review_webhook_deliveries_total{result=\"ok\"} 6")
             .then_some(())
     })
     .await;
@@ -745,4 +771,23 @@ async fn oidc_logins_meet_rules_and_mfa_through_postern_connect() {
             .any(|e| e.outcome == "denied" && e.detail.contains("mfa_required")),
         "{opened:?}"
     );
+}
+
+fn sigterm(process: &tokio::process::Child) {
+    let pid = process.id().expect("running").to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
+/// SIGTERM, as a supervisor sends it: a listening `postern connect` exits 0, promptly.
+async fn terminate_cleanly(connect: &mut tokio::process::Child) {
+    sigterm(connect);
+    let status = tokio::time::timeout(std::time::Duration::from_secs(10), connect.wait())
+        .await
+        .expect("postern connect exits within 10 s of SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
 }

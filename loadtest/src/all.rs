@@ -252,8 +252,10 @@ pub async fn main(args: Args) -> anyhow::Result<()> {
     }
     drop(baselines);
     let options = pgbench::Args {
-        postgres: None,
-        clients: vec![1, 8],
+        load: pgbench::Load {
+            postgres: None,
+            clients: vec![1, 8],
+        },
         seconds: sized(q, 1, 5),
         rounds: sized(q, 1, 3),
         mode: "simple".into(),

@@ -110,13 +110,18 @@ pub fn memory(pid: u32) -> anyhow::Result<Memory> {
     })
 }
 
-/// CPU seconds used by `root` and every process descended from it (sshd's
-/// per-connection process, say). Processes that exit meanwhile count nothing.
-pub fn tree_cpu_seconds(root: u32) -> f64 {
+/// CPU seconds used by `roots` and every process descended from them (sshd's
+/// per-connection process, say), each counted once, from one scan of /proc.
+/// Processes that exit meanwhile count nothing.
+pub fn tree_cpu_seconds(roots: &[u32]) -> f64 {
     let parents = parent_pids();
+    let mut seen = std::collections::HashSet::new();
     let mut total = 0.0;
-    let mut pending = vec![root];
+    let mut pending = roots.to_vec();
     while let Some(pid) = pending.pop() {
+        if !seen.insert(pid) {
+            continue;
+        }
         total += cpu_seconds(pid).unwrap_or(0.0);
         pending.extend(parents.iter().filter(|(_, p)| *p == pid).map(|(c, _)| *c));
     }
@@ -255,5 +260,28 @@ mod tests {
         let spin = std::time::Instant::now();
         while spin.elapsed() < Duration::from_millis(50) {}
         assert!(cpu_seconds(std::process::id()).unwrap() > 0.0);
+    }
+
+    #[test]
+    fn a_process_tree_counts_its_children_once() {
+        let me = std::process::id();
+        let mut child = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; sleep 5",
+            ])
+            .spawn()
+            .unwrap();
+        let child_pid = child.id();
+        while cpu_seconds(child_pid).unwrap() == 0.0 {}
+        let own = cpu_seconds(me).unwrap();
+        let tree = tree_cpu_seconds(&[me]);
+        assert!(tree > own, "the child's CPU counts: {tree} vs {own}");
+        assert_eq!(
+            tree_cpu_seconds(&[me, child_pid, me]),
+            tree_cpu_seconds(&[me])
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 }

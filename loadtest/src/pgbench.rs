@@ -16,8 +16,10 @@ use crate::outcome::{Outcome, Plot};
 use crate::procs::{self, Path3, rotation};
 use crate::stats::median;
 
+/// Which PostgreSQL pgbench loads, and with how many clients (shared with
+/// `relay-floor`).
 #[derive(clap::Args, Debug, Clone)]
-pub struct Args {
+pub struct Load {
     /// The PostgreSQL to measure (user postgres, trust auth) [default:
     /// POSTERN_TEST_PG_HOST:POSTERN_TEST_PG_PORT, else 127.0.0.1:5432].
     #[arg(long)]
@@ -25,6 +27,19 @@ pub struct Args {
     /// Client counts to measure.
     #[arg(long, value_delimiter = ',', default_value = "1,8")]
     pub clients: Vec<u32>,
+}
+
+impl Load {
+    /// `--postgres`, else the default server.
+    pub fn postgres(&self) -> anyhow::Result<SocketAddr> {
+        self.postgres.map_or_else(default_postgres, Ok)
+    }
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    #[command(flatten)]
+    pub load: Load,
     /// Seconds per pgbench run [default: 10; --quick 1].
     #[arg(long)]
     pub seconds: Option<u64>,
@@ -47,13 +62,9 @@ pub struct Args {
 
 impl Args {
     pub fn options(&self) -> anyhow::Result<Options> {
-        let postgres = match self.postgres {
-            Some(addr) => addr,
-            None => default_postgres()?,
-        };
         Ok(Options {
-            postgres,
-            clients: self.clients.clone(),
+            postgres: self.load.postgres()?,
+            clients: self.load.clients.clone(),
             seconds: self.seconds.unwrap_or(if self.quick { 1 } else { 10 }),
             rounds: self.rounds.unwrap_or(if self.quick { 1 } else { 3 }),
             mode: self.mode.clone(),
@@ -229,11 +240,6 @@ pub async fn measure(options: &Options) -> anyhow::Result<Outcome> {
         pgbench(addr, &run_args(1, 1)).await?;
     }
     let relays = [Vec::new(), ssh.relay_pids(), postern.relay_pids()];
-    let relay_cpu = |pids: &[u32]| -> f64 {
-        pids.iter()
-            .map(|pid| crate::observe::tree_cpu_seconds(*pid))
-            .sum()
-    };
     let mut tps_by = vec![vec![Vec::new(); paths.len()]; options.clients.len()];
     let mut cpu_by = tps_by.clone();
     for round in 0..options.rounds {
@@ -241,10 +247,10 @@ pub async fn measure(options: &Options) -> anyhow::Result<Outcome> {
             // Rotate the order each round so drift of the machine cancels out.
             for index in rotation(round, paths.len()) {
                 let (path, addr) = paths[index];
-                let cpu_before = relay_cpu(&relays[index]);
+                let cpu_before = crate::observe::tree_cpu_seconds(&relays[index]);
                 let out = pgbench(addr, &run_args(clients, options.seconds)).await?;
                 let t = tps(&out)?;
-                let cpu = relay_cpu(&relays[index]) - cpu_before;
+                let cpu = crate::observe::tree_cpu_seconds(&relays[index]) - cpu_before;
                 cpu_by[c][index].push(cpu * 1e6 / transactions(&out)?);
                 eprintln!(
                     "pgbench round {}/{} clients {clients:>2} {:<8} {t:>9.0} tps",

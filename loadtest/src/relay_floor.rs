@@ -22,13 +22,8 @@ use crate::stats::median;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
-    /// The PostgreSQL to measure (user postgres, trust auth) [default:
-    /// POSTERN_TEST_PG_HOST:POSTERN_TEST_PG_PORT, else 127.0.0.1:5432].
-    #[arg(long)]
-    pub postgres: Option<SocketAddr>,
-    /// Client counts to measure.
-    #[arg(long, value_delimiter = ',', default_value = "1,8")]
-    pub clients: Vec<u32>,
+    #[command(flatten)]
+    pub load: pgbench::Load,
     /// Lengths of the plain relay chains to measure.
     #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
     pub hops: Vec<usize>,
@@ -96,10 +91,7 @@ pub async fn main(args: Args) -> anyhow::Result<()> {
 
 pub async fn measure(args: &Args) -> anyhow::Result<Outcome> {
     ensure!(args.rounds > 0, "--rounds must be at least 1");
-    let pg = match args.postgres {
-        Some(addr) => addr,
-        None => pgbench::default_postgres()?,
-    };
+    let pg = args.load.postgres()?;
     pgbench::prepare(pg).await?;
     let dir = tempfile::tempdir()?;
     let ssh = procs::ssh_tunnel(dir.path(), pg).await?;
@@ -114,9 +106,9 @@ pub async fn measure(args: &Args) -> anyhow::Result<Outcome> {
     for (_, addr) in &paths {
         pgbench::pgbench(*addr, &pgbench::run_args("simple", 1, 1)).await?;
     }
-    let mut tps_by = vec![vec![Vec::new(); paths.len()]; args.clients.len()];
+    let mut tps_by = vec![vec![Vec::new(); paths.len()]; args.load.clients.len()];
     for round in 0..args.rounds {
-        for (c, &clients) in args.clients.iter().enumerate() {
+        for (c, &clients) in args.load.clients.iter().enumerate() {
             for index in rotation(round, paths.len()) {
                 let (label, addr) = &paths[index];
                 let run = pgbench::run_args("simple", clients, args.seconds);
@@ -141,7 +133,7 @@ pub async fn measure(args: &Args) -> anyhow::Result<Outcome> {
     );
     md!(markdown, "| clients | path | tps | vs ssh -L |");
     md!(markdown, "|---:|---|---:|---:|");
-    for (c, &clients) in args.clients.iter().enumerate() {
+    for (c, &clients) in args.load.clients.iter().enumerate() {
         let ssh_median = median(&tps_by[c][1]);
         for (index, (label, _)) in paths.iter().enumerate() {
             let median_tps = median(&tps_by[c][index]);

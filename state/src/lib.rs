@@ -18,6 +18,7 @@ pub mod memory;
 pub mod model;
 pub mod postgres;
 pub mod redis;
+mod sql_audit;
 pub mod sqlite;
 pub mod store_url;
 #[cfg(any(test, feature = "test-support"))]
@@ -28,10 +29,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use model::*;
-
-/// Audit rows one INSERT carries in the SQL stores: 7 parameters a row, so
-/// 512 rows bind 3,584, under SQLite's 32,766 and Postgres's 65,535.
-pub(crate) const AUDIT_ROWS_PER_INSERT: usize = 512;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -17,7 +17,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Row};
 
 use crate::model::*;
-use crate::{AuditSink, PolicyStore, StoreError, StoreResult};
+use crate::{AuditSink, PolicyStore, StoreError, StoreResult, sql_audit};
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -407,26 +407,14 @@ impl PolicyStore for PostgresStore {
     }
 }
 
-fn insert_audit(
-    e: &AuditEvent,
-) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    sqlx::query(
-        "INSERT INTO audit_events (at_ms, actor, action, target, outcome, detail, session_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(e.at_ms)
-    .bind(&e.actor)
-    .bind(&e.action)
-    .bind(&e.target)
-    .bind(&e.outcome)
-    .bind(&e.detail)
-    .bind(&e.session_id)
-}
-
 #[async_trait]
 impl AuditSink for PostgresStore {
     async fn record(&self, e: &AuditEvent) -> StoreResult<()> {
-        insert_audit(e).execute(&self.pool).await.map_err(backend)?;
+        sql_audit::insert::<sqlx::Postgres>(std::slice::from_ref(e))
+            .build()
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
         Ok(())
     }
 
@@ -435,26 +423,15 @@ impl AuditSink for PostgresStore {
         if events.is_empty() {
             return Ok(());
         }
-        // One multi-row INSERT per chunk: one round trip to the database
-        // (and, for SQLite, to its worker thread) instead of one per event.
+        // One round trip per chunk (to the database, and for SQLite to its
+        // worker thread), not one per event.
         let mut tx = self.pool.begin().await.map_err(backend)?;
-        for chunk in events.chunks(crate::AUDIT_ROWS_PER_INSERT) {
-            sqlx::QueryBuilder::<sqlx::Postgres>::new(
-                "INSERT INTO audit_events (at_ms, actor, action, target, outcome, detail, session_id) ",
-            )
-            .push_values(chunk, |mut row, e| {
-                row.push_bind(e.at_ms)
-                    .push_bind(&e.actor)
-                    .push_bind(&e.action)
-                    .push_bind(&e.target)
-                    .push_bind(&e.outcome)
-                    .push_bind(&e.detail)
-                    .push_bind(&e.session_id);
-            })
-            .build()
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+        for chunk in events.chunks(sql_audit::ROWS_PER_INSERT) {
+            sql_audit::insert::<sqlx::Postgres>(chunk)
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
         }
         tx.commit().await.map_err(backend)?;
         Ok(())

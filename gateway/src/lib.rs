@@ -12,6 +12,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod connection_settings;
 pub mod dev;
+pub mod ecs_stop;
 pub mod heartbeat;
 pub mod identity;
 pub mod metrics;

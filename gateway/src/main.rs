@@ -145,6 +145,10 @@ async fn run(env: &Env) -> anyhow::Result<()> {
         audit: opened.audit,
         routes,
     };
+    let ecs_stop = config.ecs_stop.clone();
+    if let Some(watch) = &ecs_stop {
+        tracing::info!(url = %watch.task_url(), "on ECS: draining when the task's desired status turns STOPPED");
+    }
     let running = start(config.options, stores).await?;
     // One machine-readable line on stdout once serving: for supervisors,
     // scripts and tests that start the gateway on port 0.
@@ -158,7 +162,18 @@ async fn run(env: &Env) -> anyhow::Result<()> {
             "peer_addr": running.peer_addr.map(|a| a.to_string()),
         })
     );
-    signals.wait().await;
+    let ecs_stopping = async {
+        match &ecs_stop {
+            Some(watch) => watch.stopping().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = signals.wait() => {}
+        _ = ecs_stopping => tracing::info!(
+            "ECS is stopping this task (DesiredStatus STOPPED): draining now, before the load balancer's deregistration delay ends"
+        ),
+    }
     running.shutdown().await;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! What a platform deployment needs from the gateway binary: a SIGTERM that
 //! arrives as soon as `/readyz` answers still drains; the certificate and key
-//! can come from environment variables; a `rediss://` Redis may use a private CA.
+//! can come from environment variables; a `rediss://` Redis may use a private CA;
+//! on ECS, a task that ECS is stopping drains before SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -221,5 +222,123 @@ async fn rediss_with_a_private_ca() {
     let log = std::fs::read_to_string(&log).unwrap();
     for part in ["POSTERN_REDIS_URL", "system's trust store", "UnknownIssuer"] {
         assert!(log.contains(part), "{part:?} not in {log}");
+    }
+}
+
+/// A stand-in for ECS's task metadata endpoint (no real one runs outside
+/// ECS): `GET /v4/test-task/task` answers the current desired status, or 500
+/// while it is "error"; every request is counted.
+struct TaskMetadata {
+    addr: SocketAddr,
+    desired: tokio::sync::watch::Sender<&'static str>,
+    requests: tokio::sync::watch::Receiver<usize>,
+}
+
+async fn task_metadata() -> TaskMetadata {
+    use axum::extract::State;
+    use axum::http::StatusCode;
+    type Shared = (
+        tokio::sync::watch::Receiver<&'static str>,
+        Arc<tokio::sync::watch::Sender<usize>>,
+    );
+    async fn task(State((desired, requests)): State<Shared>) -> (StatusCode, String) {
+        requests.send_modify(|n| *n += 1);
+        match *desired.borrow() {
+            "error" => (StatusCode::INTERNAL_SERVER_ERROR, "boom".into()),
+            status => (
+                StatusCode::OK,
+                serde_json::json!({
+                    "Cluster": "postern",
+                    "TaskARN": "arn:aws:ecs:eu-west-1:123456789012:task/postern/test-task",
+                    "DesiredStatus": status,
+                    "KnownStatus": "RUNNING",
+                    "Containers": [],
+                })
+                .to_string(),
+            ),
+        }
+    }
+    let (desired, desired_rx) = tokio::sync::watch::channel("error");
+    let (requests_tx, requests) = tokio::sync::watch::channel(0usize);
+    let app = axum::Router::new()
+        .route("/v4/test-task/task", axum::routing::get(task))
+        .with_state((desired_rx, Arc::new(requests_tx)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    TaskMetadata {
+        addr,
+        desired,
+        requests,
+    }
+}
+
+impl TaskMetadata {
+    /// Waits until the gateway has read the endpoint `more` more times.
+    async fn read_more(&mut self, more: usize, log: &Path) {
+        let target = *self.requests.borrow() + more;
+        let polled = tokio::time::timeout(
+            Duration::from_secs(10),
+            self.requests.wait_for(|n| *n >= target),
+        )
+        .await;
+        assert!(
+            polled.is_ok(),
+            "the gateway did not poll the task metadata endpoint: {}",
+            std::fs::read_to_string(log).unwrap()
+        );
+    }
+}
+
+/// On ECS the load balancer closes a task's connections before SIGTERM
+/// comes, so the gateway drains as soon as the task metadata says ECS wants
+/// the task stopped. An endpoint that fails, or says RUNNING, changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ecs_desired_status_stopped_drains_without_a_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut metadata = task_metadata().await;
+    let log = dir.path().join("gateway.log");
+    let mut child = gateway(
+        dir.path(),
+        &log,
+        &[
+            ("POSTERN_TLS_DISABLED", "true".into()),
+            ("POSTERN_DRAIN_GRACE_MS", "0".into()),
+            (
+                "ECS_CONTAINER_METADATA_URI_V4",
+                format!("http://{}/v4/test-task", metadata.addr),
+            ),
+        ],
+    );
+    let ready = ready_line(&mut child).await.expect("ready");
+    let internal: SocketAddr = ready["internal_addr"].as_str().unwrap().parse().unwrap();
+
+    metadata.read_more(2, &log).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "a failing endpoint must not stop it"
+    );
+    metadata.desired.send_replace("RUNNING");
+    metadata.read_more(2, &log).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "RUNNING must not stop it"
+    );
+    let status = readyz(internal).await.expect("the internal port answers");
+    assert!(status.contains(" 200 "), "{status}");
+
+    metadata.desired.send_replace("STOPPED");
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("drains and exits within 20 s of STOPPED, without a signal")
+        .unwrap();
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(0), "{status}: {log}");
+    for expected in [
+        "cannot read the ECS task metadata",
+        "ECS is stopping this task",
+        "\"draining\"",
+    ] {
+        assert!(log.contains(expected), "no {expected:?} in {log}");
     }
 }

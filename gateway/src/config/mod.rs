@@ -56,6 +56,7 @@ pub const VARS: &[&str] = &[
     "POSTERN_OIDC_ALGORITHMS",
     "POSTERN_OIDC_JWKS_REFRESH_COOLDOWN",
     "POSTERN_OIDC_MFA_ACR",
+    crate::ecs_stop::ENABLE_VAR,
 ];
 
 #[derive(Debug)]
@@ -74,6 +75,8 @@ pub struct GatewayConfig {
     /// Which variable chose `options.listen_addr` (`POSTERN_LISTEN_ADDR`, `PORT`
     /// or the default), for the start-up log.
     pub listen_addr_from: &'static str,
+    /// On ECS: drain as soon as ECS wants the task stopped, not at SIGTERM.
+    pub ecs_stop: Option<crate::ecs_stop::TaskStopWatch>,
 }
 
 pub fn settings_from_env(env: &Env) -> Result<Settings, ConfigError> {
@@ -214,6 +217,7 @@ impl GatewayConfig {
             redis_url,
             redis_ca,
             listen_addr_from,
+            ecs_stop: crate::ecs_stop::TaskStopWatch::from_env(env)?,
         })
     }
 }

@@ -5,6 +5,7 @@
 locals {
   public_port   = 8080
   internal_port = 9090
+  redis_ca_path = "/etc/postern/redis-ca/ca.pem"
 
   environment = merge(var.extra_environment, {
     # Public port: gRPC and the HTTP/JSON API over h2c.
@@ -21,6 +22,11 @@ locals {
     POSTERN_DRAIN_GRACE_MS = tostring(local.drain_grace_ms)
     POSTERN_LOG_FORMAT     = "json"
     RUST_LOG               = var.log_filter
+    }, {
+    # Memorystore signs its certificate with a per-instance CA (mounted below);
+    # the gateway refuses a CA without a rediss:// URL, so only with TLS.
+    for name, value in { POSTERN_REDIS_CA_CERT = local.redis_ca_path } : name => value
+    if var.redis_transit_encryption
   })
 
   secret_environment = merge(
@@ -116,7 +122,7 @@ resource "google_cloud_run_v2_service" "gateway" {
 
       volume_mounts {
         name       = "redis-ca"
-        mount_path = "/etc/postern/redis-ca"
+        mount_path = dirname(local.redis_ca_path)
       }
 
       # Ready once the policy store has been read: Cloud Run sends no request

@@ -82,8 +82,8 @@ resource "google_secret_manager_secret_version" "gateway" {
 }
 
 # Memorystore's per-instance server CA (not secret, but a file is what a TLS
-# client takes): mounted at /etc/postern/redis-ca/ca.pem for when the gateway
-# can be told to trust it (see the README).
+# client takes): mounted at /etc/postern/redis-ca/ca.pem, which
+# POSTERN_REDIS_CA_CERT names (cloud_run.tf).
 resource "google_secret_manager_secret" "redis_ca" {
   project   = var.project_id
   secret_id = "postern-${var.name}-redis-ca"

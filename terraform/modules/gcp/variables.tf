@@ -226,7 +226,7 @@ variable "redis_version" {
 }
 
 variable "redis_transit_encryption" {
-  description = "TLS between the gateway and Memorystore (SERVER_AUTHENTICATION, port 6378). Memorystore's server certificate is signed by a per-instance CA that is not in the system trust store; see the README: until the gateway can be given that CA, true stops the gateway at start (it cannot reach Redis: the certificate does not verify). false sends relayed session bytes across the VPC unencrypted (still sealed with an HMAC, so they cannot be altered)."
+  description = "TLS between the gateway and Memorystore (SERVER_AUTHENTICATION, port 6378). Memorystore signs its server certificate with a per-instance CA that is not in any system trust store: the module mounts that CA in the container and sets POSTERN_REDIS_CA_CERT to it, so the gateway verifies Memorystore against it. false sends relayed session bytes across the VPC unencrypted (still sealed with an HMAC, so they cannot be altered)."
   type        = bool
   default     = true
 }

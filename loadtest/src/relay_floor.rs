@@ -57,12 +57,12 @@ struct Report {
 }
 
 /// `socat` relays in a row in front of `target`; the first one's address.
-struct Chain {
+pub struct Chain {
     _relays: Vec<Child>,
-    local: SocketAddr,
+    pub local: SocketAddr,
 }
 
-async fn chain(hops: usize, target: SocketAddr) -> anyhow::Result<Chain> {
+pub async fn chain(hops: usize, target: SocketAddr) -> anyhow::Result<Chain> {
     let mut relays = Vec::new();
     let mut next = target;
     for _ in 0..hops {

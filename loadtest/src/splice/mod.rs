@@ -31,7 +31,9 @@ pub struct Args {
     /// Size of each request and of its echoed answer.
     #[arg(long, default_value_t = 64)]
     pub request_bytes: usize,
-    /// Paths to measure, local first (the baseline): local, peer, relay.
+    /// Paths to measure, local first (the baseline): local, peer,
+    /// peer-plaintext, relay, and local-socat (local behind one plain `socat`
+    /// relay: the floor one more relaying process sets; needs socat).
     #[arg(long, value_delimiter = ',', default_value = "local,peer")]
     pub paths: Vec<PathKind>,
     /// Small sizes for a smoke test that finishes in seconds.

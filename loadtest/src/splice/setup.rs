@@ -28,29 +28,39 @@ pub enum PathKind {
     PeerPlaintext,
     /// The user reaches A; A and B splice through Redis (`POSTERN_PEER_TRANSPORT=relay`).
     Relay,
+    /// As `local`, with one plain `socat` relay in front of `postern connect`:
+    /// what one more relaying process costs when it only copies bytes (no TLS,
+    /// no framing), the least a splice through a second replica can add.
+    LocalSocat,
 }
 
 impl PathKind {
     /// The `path` label of `postern_splices_total` that proves the path.
     pub fn label(self) -> &'static str {
         match self {
-            PathKind::Local => "local",
+            PathKind::Local | PathKind::LocalSocat => "local",
             PathKind::Peer | PathKind::PeerPlaintext => "peer",
             PathKind::Relay => "relay",
         }
+    }
+
+    /// Whether sessions on this path cross two replicas.
+    pub fn is_splice(self) -> bool {
+        self.label() != "local"
     }
 
     /// The path's name in reports.
     pub fn name(self) -> &'static str {
         match self {
             PathKind::PeerPlaintext => "peer-plaintext",
+            PathKind::LocalSocat => "local-socat",
             other => other.label(),
         }
     }
 
     fn transport(self) -> Transport {
         match self {
-            PathKind::Local | PathKind::Peer => Transport::PeerPort,
+            PathKind::Local | PathKind::LocalSocat | PathKind::Peer => Transport::PeerPort,
             PathKind::PeerPlaintext => Transport::PeerPortPlaintext,
             PathKind::Relay => Transport::Relay,
         }
@@ -191,6 +201,8 @@ pub struct Lane {
     /// The processes on this lane's path, by role, whose CPU time is measured.
     pub processes: Vec<(&'static str, u32)>,
     _connect: Child,
+    /// The plain relay in front of `postern connect` (`local-socat` only).
+    _relay: Option<crate::relay_floor::Chain>,
 }
 
 /// Roles of the processes whose CPU time is reported, in table order.
@@ -270,7 +282,7 @@ pub async fn start(
             .find(|(t, _)| *t == path.transport())
             .context("a pair for every transport")?;
         let ingress = match path {
-            PathKind::Local => &pair.b,
+            PathKind::Local | PathKind::LocalSocat => &pair.b,
             PathKind::Peer | PathKind::PeerPlaintext | PathKind::Relay => &pair.a,
         };
         let (connect, local) =
@@ -281,10 +293,15 @@ pub async fn start(
             (ROLES[2], pair.b.pid()),
             (ROLES[3], pair.agent.id().context("the agent exited")?),
         ];
+        let relay = match path {
+            PathKind::LocalSocat => Some(crate::relay_floor::chain(1, local).await?),
+            _ => None,
+        };
         lanes.push(Lane {
             path,
             processes,
-            local,
+            local: relay.as_ref().map_or(local, |r| r.local),
+            _relay: relay,
             ingress: format!("{} ({})", ingress.name, ingress.id),
             counted_at: pair.b.internal_addr,
             _connect: connect,

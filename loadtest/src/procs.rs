@@ -22,6 +22,36 @@ pub async fn wait_for_port(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Waits until something listens on `addr` (IPv4), read from `/proc/net/tcp`
+/// without connecting: for relays where a probe connection would travel on
+/// and open a session that a later measurement would count.
+pub async fn wait_for_listener(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
+    let std::net::IpAddr::V4(ip) = addr.ip() else {
+        bail!("{what}: {addr} is not IPv4");
+    };
+    // /proc/net/tcp prints the address (network byte order) as a u32 in hex.
+    let local = format!(
+        "{:08X}:{:04X}",
+        u32::from_ne_bytes(ip.octets()),
+        addr.port()
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let table = std::fs::read_to_string("/proc/net/tcp").context("reading /proc/net/tcp")?;
+        let listening = table.lines().skip(1).any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&"0A")
+        });
+        if listening {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{what} did not listen on {addr} within 20 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -322,4 +352,19 @@ impl Baselines {
 /// drift of the machine cancels out.
 pub fn rotation(round: usize, count: usize) -> impl Iterator<Item = usize> {
     (0..count).map(move |i| (i + round) % count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_listener_is_seen_without_a_connection() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        wait_for_listener(addr, "the test listener").await.unwrap();
+        // Nobody connected to find out.
+        assert!(listener.accept().is_err());
+    }
 }

@@ -17,7 +17,7 @@ use tokio::process::{Child, Command};
 use crate::md;
 use crate::outcome::Outcome;
 use crate::pgbench;
-use crate::procs::{self, free_port, rotation, wait_for_port};
+use crate::procs::{self, free_port, rotation, wait_for_listener};
 use crate::stats::median;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -76,7 +76,9 @@ pub async fn chain(hops: usize, target: SocketAddr) -> anyhow::Result<Chain> {
             .spawn()
             .context("starting socat (Debian: apt-get install socat)")?;
         next = SocketAddr::from(([127, 0, 0, 1], port));
-        wait_for_port(next, "socat").await?;
+        // Not by connecting: a probe would travel down the chain (through
+        // `postern connect` in the splice benchmark, opening a session).
+        wait_for_listener(next, "socat").await?;
         relays.push(relay);
     }
     Ok(Chain {

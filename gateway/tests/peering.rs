@@ -12,6 +12,7 @@ use postern_state::redis::RedisRouteStore;
 use postern_state::testing::{RedisCluster, RedisServer};
 use postern_tunnel::Secret;
 use postern_tunnel::auth::set_bearer;
+use postern_tunnel::peer::PeerKey;
 use postern_tunnel::proto::peer_client::PeerClient;
 use postern_tunnel::proto::{PeerSessionRequest, SessionRequest};
 use support::{Replicas, echo_session};
@@ -197,4 +198,79 @@ async fn peer_calls_without_a_valid_peer_token_are_refused() {
             .await
             .contains("postern_errors_total{kind=\"peer_unauthenticated\"} 2")
     );
+}
+
+/// Rotating the peer secret from A to B: mid-rotation, a replica signing
+/// with A and accepting B and one signing with B and accepting A splice each
+/// other's sessions both ways, over the peer port and through the relay
+/// (whose messages are sealed with the same key). A replica left on A alone
+/// refuses the one signing with B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_mid_rotation_of_the_peer_secret_splice_each_other() {
+    let (a, b) = (
+        Secret::new("rotation-secret-a-0123456789abcdef0123".to_owned()),
+        Secret::new("rotation-secret-b-0123456789abcdef0123".to_owned()),
+    );
+    for relay in [false, true] {
+        // A Redis of its own per round: no routes carried over.
+        let redis = RedisServer::start();
+        let routes = Arc::new(RedisRouteStore::connect_url(&redis.url()).await.unwrap());
+        let mut replicas = if relay {
+            Replicas::start_relay(0, routes).await
+        } else {
+            Replicas::start(0, routes).await
+        };
+        replicas
+            .add_replica_with_key(PeerKey::new(&a).accepting(&b))
+            .await;
+        replicas
+            .add_replica_with_key(PeerKey::new(&b).accepting(&a))
+            .await;
+        let echo = postern_testkit::echo_server().await;
+        let agents = replicas.agent_per_replica(&echo.to_string()).await;
+        for (user_on, agent) in [(0, 1), (1, 0)] {
+            let path = echo_session(
+                &replicas.url(user_on),
+                &replicas.ca_pem,
+                &replicas.user_token,
+                &format!("echo-{agent}"),
+                64 * 1024,
+                user_on as u64,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("relay {relay}: user on {user_on} to agent {agent}: {e}"));
+            assert_eq!(path.via, replicas.replica_id(agent), "relay {relay}");
+        }
+        for agent in agents {
+            agent.stop().await;
+        }
+    }
+
+    // A replica on A alone refuses a token signed with B.
+    let mut replicas = Replicas::start(0, Arc::new(MemoryRouteStore::new())).await;
+    let only_a = replicas.add_replica_with_key(PeerKey::new(&a)).await;
+    let gateway = replicas.gateway(only_a);
+    let record = gateway
+        .shared
+        .cluster
+        .get(&replicas.replica_id(only_a))
+        .unwrap();
+    let channel = postern_tunnel::http2::peer_channel(
+        &gateway.peer_addr.unwrap().to_string(),
+        Some(&record.peer_cert_sha256),
+    )
+    .unwrap();
+    let mut call = tonic::Request::new(PeerSessionRequest {
+        agent: "a".into(),
+        request: Some(SessionRequest::default()),
+    });
+    let signed_with_b = PeerKey::new(&b)
+        .accepting(&a)
+        .sign("gw-b", std::time::SystemTime::now());
+    set_bearer(call.metadata_mut(), &signed_with_b).unwrap();
+    let status = PeerClient::new(channel)
+        .request_session(call)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
 }

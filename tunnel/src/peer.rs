@@ -3,6 +3,10 @@
 //!
 //! A token reads `pst_peer.v1.<replica>.<expires unix ms>.<hex mac>`; the MAC covers
 //! everything before it, so neither the replica nor the expiry can be altered.
+//!
+//! A key may also accept a second secret (`POSTERN_PEER_SECRET_ACCEPTED`), never
+//! used to sign: that is how the secret is rotated without a moment in which
+//! two live replicas refuse each other (see [`PeerKey::accepting`]).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -38,6 +42,8 @@ pub enum PeerAuthError {
 #[derive(Clone)]
 pub struct PeerKey {
     key: hmac::Key,
+    /// Verifies, never signs: the secret being rotated in or out.
+    accepted: Option<hmac::Key>,
 }
 
 impl std::fmt::Debug for PeerKey {
@@ -56,7 +62,28 @@ impl PeerKey {
     pub fn new(secret: &Secret) -> Self {
         Self {
             key: hmac::Key::new(hmac::HMAC_SHA256, secret.expose().as_bytes()),
+            accepted: None,
         }
+    }
+
+    /// Also accepts what `secret` signed, without signing with it. Rotating
+    /// from secret A to B takes three rolling deploys, each of which leaves
+    /// every pair of live replicas able to check each other: sign A accepting
+    /// B; then sign B accepting A; then sign B alone.
+    pub fn accepting(mut self, secret: &Secret) -> Self {
+        self.accepted = Some(hmac::Key::new(
+            hmac::HMAC_SHA256,
+            secret.expose().as_bytes(),
+        ));
+        self
+    }
+
+    fn verifies(&self, data: &[u8], tag: &[u8]) -> bool {
+        hmac::verify(&self.key, data, tag).is_ok()
+            || self
+                .accepted
+                .as_ref()
+                .is_some_and(|key| hmac::verify(key, data, tag).is_ok())
     }
 
     /// HMAC-SHA256 of `data` (relay messages are sealed with it).
@@ -64,9 +91,10 @@ impl PeerKey {
         hmac::sign(&self.key, data)
     }
 
-    /// Whether `tag` is `data`'s HMAC, compared in constant time.
+    /// Whether `tag` is `data`'s HMAC under the secret or the accepted one,
+    /// compared in constant time.
     pub fn verify_tag(&self, data: &[u8], tag: &[u8]) -> bool {
-        hmac::verify(&self.key, data, tag).is_ok()
+        self.verifies(data, tag)
     }
 
     /// A token for `replica`, valid for [`TOKEN_LIFETIME`] from `now`.
@@ -82,7 +110,9 @@ impl PeerKey {
         let rest = body.strip_prefix(PREFIX).ok_or(PeerAuthError::Malformed)?;
         let mac = hex::decode(mac_hex).map_err(|_| PeerAuthError::Malformed)?;
         // Signature first: nothing in an unsigned token is trusted, not even its shape.
-        hmac::verify(&self.key, body.as_bytes(), &mac).map_err(|_| PeerAuthError::BadSignature)?;
+        if !self.verifies(body.as_bytes(), &mac) {
+            return Err(PeerAuthError::BadSignature);
+        }
         let (replica, expires) = rest.rsplit_once('.').ok_or(PeerAuthError::Malformed)?;
         let expires: u64 = expires.parse().map_err(|_| PeerAuthError::Malformed)?;
         let now = unix_ms(now);
@@ -164,6 +194,49 @@ mod tests {
         assert_eq!(
             signer.verify(token.expose(), now),
             Err(PeerAuthError::TooLong)
+        );
+    }
+
+    #[test]
+    fn an_accepted_secret_verifies_but_never_signs() {
+        let now = SystemTime::now();
+        let (a, b) = (
+            "0123456789abcdef0123456789abcdef",
+            "ffffffffffffffffffffffffffffffff",
+        );
+        let secret = |s: &str| Secret::new(s.to_owned());
+        // The three steps of a rotation from a to b, and a replica left behind.
+        let a_accepting_b = key(a).accepting(&secret(b));
+        let b_accepting_a = key(b).accepting(&secret(a));
+        let (only_a, only_b) = (key(a), key(b));
+        let pairs: [(&str, &PeerKey, &PeerKey, bool); 6] = [
+            ("before → step 1", &only_a, &a_accepting_b, true),
+            ("step 1 → step 2", &a_accepting_b, &b_accepting_a, true),
+            ("step 2 → step 1", &b_accepting_a, &a_accepting_b, true),
+            ("step 2 → after", &b_accepting_a, &only_b, true),
+            ("after → step 2", &only_b, &b_accepting_a, true),
+            ("step 2 → before", &b_accepting_a, &only_a, false),
+        ];
+        for (name, signer, verifier, accepted) in pairs {
+            let token = signer.sign("gw-a", now);
+            assert_eq!(
+                verifier.verify(token.expose(), now).is_ok(),
+                accepted,
+                "{name}: token"
+            );
+            let tag = signer.tag(b"relay message");
+            assert_eq!(
+                verifier.verify_tag(b"relay message", tag.as_ref()),
+                accepted,
+                "{name}: relay seal"
+            );
+        }
+        // Signing always uses the first secret.
+        let token = a_accepting_b.sign("gw-a", now);
+        assert!(only_a.verify(token.expose(), now).is_ok());
+        assert_eq!(
+            only_b.verify(token.expose(), now),
+            Err(PeerAuthError::BadSignature)
         );
     }
 

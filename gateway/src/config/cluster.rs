@@ -19,9 +19,12 @@ pub fn peer_options(
 ) -> Result<Option<PeerOptions>, ConfigError> {
     let secret = env.secret("POSTERN_PEER_SECRET");
     let Some(redis_url) = redis_url else {
-        if secret.is_some() {
+        if let Some(var) = ["POSTERN_PEER_SECRET", ACCEPTED_VAR]
+            .into_iter()
+            .find(|var| env.raw(var).is_some())
+        {
             return Err(ConfigError {
-                var: "POSTERN_PEER_SECRET".into(),
+                var: var.into(),
                 message:
                     "is set but POSTERN_REDIS_URL is not: replicas find each other through Redis"
                         .into(),
@@ -41,7 +44,24 @@ pub fn peer_options(
             ),
         });
     }
-    let key = PeerKey::new(&secret);
+    let mut key = PeerKey::new(&secret);
+    if let Some(accepted) = env.secret(ACCEPTED_VAR) {
+        let invalid = |message: String| ConfigError {
+            var: ACCEPTED_VAR.into(),
+            message,
+        };
+        if accepted.expose().len() < MIN_SECRET_LEN {
+            return Err(invalid(format!(
+                "must be at least {MIN_SECRET_LEN} characters, as POSTERN_PEER_SECRET"
+            )));
+        }
+        if accepted.expose() == secret.expose() {
+            return Err(invalid(
+                "is the same as POSTERN_PEER_SECRET: set it only while rotating to or from another secret".into(),
+            ));
+        }
+        key = key.accepting(&accepted);
+    }
     let transport = match env.optional::<String>("POSTERN_PEER_TRANSPORT")?.as_deref() {
         None | Some("direct") => PeerTransport::Direct(direct_peering(env, redis_url)?),
         Some("relay") => {
@@ -67,6 +87,10 @@ pub fn peer_options(
     };
     Ok(Some(PeerOptions { key, transport }))
 }
+
+/// A second secret whose tokens and relay seals are accepted, never used to
+/// sign: for rotating `POSTERN_PEER_SECRET` (see `PeerKey::accepting`).
+pub const ACCEPTED_VAR: &str = "POSTERN_PEER_SECRET_ACCEPTED";
 
 /// Variables that only configure the direct peer port.
 const DIRECT_ONLY: &[&str] = &[
@@ -183,6 +207,38 @@ mod tests {
                     ("POSTERN_PEER_SECRET", "short"),
                 ],
                 Err("POSTERN_PEER_SECRET"),
+            ),
+            (
+                "accepted secret without redis",
+                vec![(ACCEPTED_VAR, SECRET)],
+                Err(ACCEPTED_VAR),
+            ),
+            (
+                "short accepted secret",
+                vec![
+                    ("POSTERN_REDIS_URL", "redis://127.0.0.1:6379"),
+                    ("POSTERN_PEER_SECRET", SECRET),
+                    (ACCEPTED_VAR, "short"),
+                ],
+                Err(ACCEPTED_VAR),
+            ),
+            (
+                "accepted secret equal to the secret",
+                vec![
+                    ("POSTERN_REDIS_URL", "redis://127.0.0.1:6379"),
+                    ("POSTERN_PEER_SECRET", SECRET),
+                    (ACCEPTED_VAR, SECRET),
+                ],
+                Err(ACCEPTED_VAR),
+            ),
+            (
+                "rotating",
+                vec![
+                    ("POSTERN_REDIS_URL", "redis://127.0.0.1:6379"),
+                    ("POSTERN_PEER_SECRET", SECRET),
+                    (ACCEPTED_VAR, "ffffffffffffffffffffffffffffffff"),
+                ],
+                Ok(true),
             ),
             (
                 "bad advertise",

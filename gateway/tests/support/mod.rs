@@ -105,6 +105,13 @@ impl Replicas {
 
     /// Starts one more replica and puts it behind the balancer; returns its index.
     pub async fn add_replica(&mut self) -> usize {
+        self.add_replica_with_key(PeerKey::new(&Secret::new(PEER_SECRET.to_owned())))
+            .await
+    }
+
+    /// As [`add_replica`](Self::add_replica), signing and checking peer
+    /// traffic with `key`.
+    pub async fn add_replica_with_key(&mut self, key: PeerKey) -> usize {
         let identity = Identity::from_pem_files(&self.identity.0, &self.identity.1).unwrap();
         let stores = Stores {
             policy: self.store.clone(),
@@ -119,7 +126,7 @@ impl Replicas {
                 replica_id: postern_gateway::new_replica_id(),
                 settings: cluster_settings(),
                 peer: Some(PeerOptions {
-                    key: PeerKey::new(&Secret::new(PEER_SECRET.to_owned())),
+                    key,
                     transport: if self.relay {
                         PeerTransport::Relay
                     } else {

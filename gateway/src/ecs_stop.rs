@@ -176,10 +176,13 @@ mod tests {
         TaskStopWatch::from_env(&env).map(|w| w.map(|w| w.task_url().to_string()))
     }
 
+    /// Variables, then the task URL watched or the variable named in the error.
+    type Case<'a> = (&'a [(&'a str, &'a str)], Result<Option<&'a str>, &'a str>);
+
     #[test]
     fn configuration_table() {
         let uri = "http://169.254.170.2/v4/0123abcd-4567";
-        let cases: &[(&[(&str, &str)], Result<Option<&str>, &str>)] = &[
+        let cases: &[Case] = &[
             (&[], Ok(None)),
             (
                 &[(METADATA_VAR, uri)],

@@ -7,12 +7,10 @@ use clap::{Parser, Subcommand};
 use postern_telemetry::{Logging, Service, Telemetry, TelemetryError, TracingConfig};
 use postern_tunnel::env::Env;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 
 use crate::api::ApiClient;
 use crate::config::{Login, config_path};
-use crate::connect::Connector;
-use crate::connections::{ConnectionCommand, ConnectionView, client_hint};
+use crate::connections::ConnectionCommand;
 use crate::login::LoginRequest;
 
 #[derive(Parser)]
@@ -181,7 +179,7 @@ fn init_telemetry(env: &Env) -> Result<Telemetry, TelemetryError> {
 }
 
 /// The API client for the saved login, its token renewed first if it is about to expire.
-async fn client() -> anyhow::Result<ApiClient> {
+pub(crate) async fn client() -> anyhow::Result<ApiClient> {
     Ok(ApiClient::new(crate::login::fresh(Login::load()?).await?)?)
 }
 
@@ -241,7 +239,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             port,
             bind,
             reason,
-        } => connect(name, SocketAddr::new(bind, port), &reason).await?,
+        } => crate::forward::connect(name, SocketAddr::new(bind, port), &reason).await?,
         Command::Rule(command) => crate::access::rules(&client().await?, command).await?,
         Command::Policy(command) => crate::policy::execute(&client().await?, command).await?,
         Command::Review(command) => crate::access::reviews(&client().await?, command).await?,
@@ -372,85 +370,6 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             }
         }
     }
-    Ok(())
-}
-
-async fn connect(name: String, addr: SocketAddr, reason: &str) -> anyhow::Result<()> {
-    // Installed before anything else: a SIGTERM or Ctrl-C at any step (while
-    // waiting for an approval, say, or just as the port opens) ends the
-    // command cleanly, and none falls between two handlers.
-    let shutdown = postern_tunnel::signal::Shutdown::install()?;
-    let listening = std::sync::atomic::AtomicBool::new(false);
-    tokio::select! {
-        served = connect_and_serve(name, addr, reason, &listening) => served,
-        // Stopping a forwarder is how it ends (exit 0); stopped before its
-        // port opened (waiting for an approval, say), it did not do its job.
-        // Queued spans are flushed on the way out either way.
-        () = shutdown.wait() => {
-            if listening.load(std::sync::atomic::Ordering::Acquire) {
-                Ok(())
-            } else {
-                anyhow::bail!("stopped before the local port opened")
-            }
-        }
-    }
-}
-
-async fn connect_and_serve(
-    name: String,
-    addr: SocketAddr,
-    reason: &str,
-    listening: &std::sync::atomic::AtomicBool,
-) -> anyhow::Result<()> {
-    let api = client().await?;
-    // Rules, MFA and approval first: a refusal names its rule or group here,
-    // and an approval is asked for and waited on before anything listens.
-    crate::access::ensure_access(&api, &name, reason).await?;
-    // Waiting for an approval may have renewed (and rotated) the saved
-    // tokens: carry on with what is saved now.
-    let api = client().await?;
-    // Check first, so a typo fails here rather than at the first client connection.
-    let connections: Vec<ConnectionView> = api.get("/v1/connections").await?;
-    let Some(connection) = connections.iter().find(|c| c.name == name) else {
-        anyhow::bail!("connection {name:?} does not exist (see `postern ls`)");
-    };
-    if !connection.agent_connected {
-        eprintln!(
-            "postern: warning: agent {:?} serving {name} is offline right now",
-            connection.agent
-        );
-    }
-    let login = api.login();
-    let ca = login.ca_pem()?;
-    let channel = postern_tunnel::http2::lazy_channel(&login.gateway_url, ca.as_deref())?;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-    let local = listener.local_addr()?;
-    listening.store(true, std::sync::atomic::Ordering::Release);
-    // The first line is machine-readable: scripts and tests wait for it.
-    println!("listening on {local}");
-    println!(
-        "Forwarding {local} → {name} ({} {} via agent {}). Point your client at {local}: {}",
-        connection.kind,
-        connection.target,
-        connection.agent,
-        client_hint(connection, local)
-    );
-    println!("Press Ctrl-C to stop.");
-    let url = login.gateway_url.clone();
-    let fresh_ca = ca.clone();
-    let mut connector = Connector::new(channel, login.token.clone(), &name)?
-        .with_fresh_channels(std::sync::Arc::new(move || {
-            postern_tunnel::http2::lazy_channel(&url, fresh_ca.as_deref()).ok()
-        }))
-        .with_tokens(crate::login::Tokens::new(login.clone()));
-    if connection.kind == "postgres" {
-        // The agent speaks to the database (with TLS if configured); the local
-        // hop is loopback, so the client's encryption request is declined here.
-        connector = connector.with_postgres_negotiation();
-    }
-    connector.serve(listener).await?;
     Ok(())
 }
 

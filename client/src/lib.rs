@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod connect;
 pub mod connections;
+pub mod forward;
 pub mod login;
 pub mod loopback;
 pub mod oauth;

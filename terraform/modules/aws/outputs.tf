@@ -91,7 +91,7 @@ output "redis_url_secret_arn" {
 }
 
 output "peer_secret_arn" {
-  description = "Secrets Manager secret holding POSTERN_PEER_SECRET."
+  description = "Secrets Manager secret the module generated for POSTERN_PEER_SECRET (in use unless peer_secret_arn names another)."
   value       = aws_secretsmanager_secret.peer_secret.arn
 }
 

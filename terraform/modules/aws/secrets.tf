@@ -67,7 +67,7 @@ resource "aws_secretsmanager_secret_version" "redis_url" {
 locals {
   # Environment variable -> secret, as the task definition reads them.
   secrets = merge(var.extra_secrets, {
-    POSTERN_PEER_SECRET           = aws_secretsmanager_secret.peer_secret.arn
+    POSTERN_PEER_SECRET           = coalesce(var.peer_secret_arn, aws_secretsmanager_secret.peer_secret.arn)
     POSTERN_BOOTSTRAP_ADMIN_TOKEN = aws_secretsmanager_secret.bootstrap_admin_token.arn
     POSTERN_REDIS_URL             = aws_secretsmanager_secret.redis_url.arn
   })

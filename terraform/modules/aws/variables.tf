@@ -279,6 +279,17 @@ variable "extra_environment" {
   }
 }
 
+variable "peer_secret_arn" {
+  description = "Secrets Manager secret to use as POSTERN_PEER_SECRET instead of the module's generated one: for rotating it without failed sessions, together with POSTERN_PEER_SECRET_ACCEPTED in extra_secrets (see the README). null (default): the module's own secret."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.peer_secret_arn == null || can(regex("^arn:aws[a-z-]*:secretsmanager:", var.peer_secret_arn))
+    error_message = "peer_secret_arn must be a Secrets Manager secret ARN, or null."
+  }
+}
+
 variable "extra_secrets" {
   description = "More environment variables read from Secrets Manager at task start, name -> secret ARN (e.g. POSTERN_REVIEW_WEBHOOK_URL). The task execution role may read exactly these secrets besides the module's own; a secret encrypted with another KMS key than kms_key_arn also needs kms:Decrypt granted on that key."
   type        = map(string)

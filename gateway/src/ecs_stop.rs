@@ -27,13 +27,9 @@ const MAX_DOCUMENT: usize = 256 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 enum MetadataError {
-    #[error("GET {url}: {source}")]
-    Request { url: String, source: reqwest::Error },
-    #[error("GET {url}: status {status}")]
-    Status { url: String, status: u16 },
-    #[error("GET {url}: the document is larger than {MAX_DOCUMENT} bytes")]
-    TooLarge { url: String },
-    #[error("GET {url}: not a task document with DesiredStatus: {source}")]
+    #[error(transparent)]
+    Get(#[from] crate::bounded_get::GetError),
+    #[error("{url} is not a task document with DesiredStatus: {source}")]
     Document {
         url: String,
         source: serde_json::Error,
@@ -138,26 +134,7 @@ impl TaskStopWatch {
 
     async fn desired_status(&self, http: &reqwest::Client) -> Result<String, MetadataError> {
         let url = self.task_url.as_str();
-        let request = |source| MetadataError::Request {
-            url: url.to_owned(),
-            source,
-        };
-        let mut response = http.get(url).send().await.map_err(request)?;
-        if !response.status().is_success() {
-            return Err(MetadataError::Status {
-                url: url.to_owned(),
-                status: response.status().as_u16(),
-            });
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(request)? {
-            if body.len() + chunk.len() > MAX_DOCUMENT {
-                return Err(MetadataError::TooLarge {
-                    url: url.to_owned(),
-                });
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = crate::bounded_get::get_bounded(http, url, MAX_DOCUMENT).await?;
         let document: TaskDocument =
             serde_json::from_slice(&body).map_err(|source| MetadataError::Document {
                 url: url.to_owned(),

@@ -9,6 +9,7 @@ pub mod api_policy;
 pub mod audit_writer;
 pub mod authz;
 pub mod bootstrap;
+pub mod bounded_get;
 pub mod config;
 pub mod connection_settings;
 pub mod dev;

@@ -27,12 +27,8 @@ pub enum JwksError {
     Tls(#[from] postern_tunnel::tls::TlsError),
     #[error("cannot build the HTTPS client: {0}")]
     Client(reqwest::Error),
-    #[error("cannot fetch {url}: {source}")]
-    Fetch { url: String, source: reqwest::Error },
-    #[error("{url} answered {status}")]
-    Status { url: String, status: u16 },
-    #[error("{url} is larger than {MAX_DOCUMENT} bytes")]
-    TooLarge { url: String },
+    #[error(transparent)]
+    Get(#[from] crate::bounded_get::GetError),
     #[error("{url} is not a valid {what}: {source}")]
     Parse {
         url: String,
@@ -209,25 +205,5 @@ fn http_client() -> Result<reqwest::Client, JwksError> {
 
 /// GET `url`, refusing a non-success status or a body over [`MAX_DOCUMENT`].
 async fn get_limited(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, JwksError> {
-    let fetch = |source| JwksError::Fetch {
-        url: url.to_owned(),
-        source,
-    };
-    let mut response = http.get(url).send().await.map_err(fetch)?;
-    if !response.status().is_success() {
-        return Err(JwksError::Status {
-            url: url.to_owned(),
-            status: response.status().as_u16(),
-        });
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(fetch)? {
-        if body.len() + chunk.len() > MAX_DOCUMENT {
-            return Err(JwksError::TooLarge {
-                url: url.to_owned(),
-            });
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+    Ok(crate::bounded_get::get_bounded(http, url, MAX_DOCUMENT).await?)
 }

@@ -33,3 +33,28 @@ where
     });
     insert
 }
+
+/// Writes `events` in one transaction, one INSERT per [`ROWS_PER_INSERT`]:
+/// one round trip per chunk (to the database, and for SQLite to its worker
+/// thread), not one per event.
+pub(crate) async fn write_batch<DB>(
+    pool: &sqlx::Pool<DB>,
+    events: &[AuditEvent],
+) -> Result<(), sqlx::Error>
+where
+    DB: Database,
+    DB::Arguments: Default + sqlx::IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'a> i64: Encode<'a, DB> + Type<DB>,
+    for<'a> &'a String: Encode<'a, DB> + Type<DB>,
+    for<'a> &'a Option<String>: Encode<'a, DB> + Type<DB>,
+{
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut tx = pool.begin().await?;
+    for chunk in events.chunks(ROWS_PER_INSERT) {
+        insert::<DB>(chunk).build().execute(&mut *tx).await?;
+    }
+    tx.commit().await
+}

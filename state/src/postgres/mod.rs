@@ -420,21 +420,9 @@ impl AuditSink for PostgresStore {
 
     /// One transaction (one commit) for the whole batch.
     async fn record_batch(&self, events: &[AuditEvent]) -> StoreResult<()> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        // One round trip per chunk (to the database, and for SQLite to its
-        // worker thread), not one per event.
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        for chunk in events.chunks(sql_audit::ROWS_PER_INSERT) {
-            sql_audit::insert::<sqlx::Postgres>(chunk)
-                .build()
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-        }
-        tx.commit().await.map_err(backend)?;
-        Ok(())
+        sql_audit::write_batch(&self.pool, events)
+            .await
+            .map_err(backend)
     }
 
     async fn events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {

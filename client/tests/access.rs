@@ -381,7 +381,7 @@ async fn reviews_grant_time_boxed_access_and_everything_is_audited() {
     );
     let waiting = quinn_lines.recv().await.expect("waiting line");
     assert!(waiting.starts_with("waiting for approval "), "{waiting}");
-    sigterm(&quinn_connect);
+    postern_testkit::sigterm(&quinn_connect);
     let output = tokio::time::timeout(
         std::time::Duration::from_secs(10),
         quinn_connect.wait_with_output(),
@@ -773,18 +773,9 @@ async fn oidc_logins_meet_rules_and_mfa_through_postern_connect() {
     );
 }
 
-fn sigterm(process: &tokio::process::Child) {
-    let pid = process.id().expect("running").to_string();
-    let sent = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-}
-
 /// SIGTERM, as a supervisor sends it: a listening `postern connect` exits 0, promptly.
 async fn terminate_cleanly(connect: &mut tokio::process::Child) {
-    sigterm(connect);
+    postern_testkit::sigterm(connect);
     let status = tokio::time::timeout(std::time::Duration::from_secs(10), connect.wait())
         .await
         .expect("postern connect exits within 10 s of SIGTERM")

@@ -65,15 +65,6 @@ async fn readyz(addr: SocketAddr) -> Option<String> {
     response.lines().next().map(str::to_owned)
 }
 
-fn terminate(child: &Child) {
-    let pid = child.id().expect("running").to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 /// Before the fix the handlers were installed only after the ready line, so
 /// a SIGTERM in between killed the process (status: signal 15, no drain).
 /// With Redis and the relay transport that window is widest: /readyz answers
@@ -116,18 +107,25 @@ async fn sigterm_right_after_readyz_drains_and_exits_0() {
                 }
             }
         }
-        terminate(&child);
-        let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-            .await
-            .expect("exits within 20 s")
-            .unwrap();
-        let log = std::fs::read_to_string(&log).unwrap();
-        assert_eq!(status.code(), Some(0), "round {round}: {status}: {log}");
-        assert!(
-            log.lines().any(|line| line.contains("\"draining\"")),
-            "round {round}: no drain line in {log}"
-        );
+        postern_testkit::sigterm(&child);
+        drained(&mut child, &log, &format!("round {round}")).await;
     }
+}
+
+/// Waits for the gateway to exit 0 within 20 s, having logged its drain;
+/// returns its log.
+async fn drained(child: &mut Child, log: &Path, what: &str) -> String {
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("{what}: did not exit within 20 s"))
+        .unwrap();
+    let log = std::fs::read_to_string(log).unwrap();
+    assert_eq!(status.code(), Some(0), "{what}: {status}: {log}");
+    assert!(
+        log.lines().any(|line| line.contains("\"draining\"")),
+        "{what}: no drain line in {log}"
+    );
+    log
 }
 
 /// A TLS client config trusting only `ca_pem`, speaking HTTP/1.1.
@@ -169,7 +167,7 @@ async fn tls_certificate_and_key_from_pem_variables() {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     // The key never reaches the log, not even in the logged configuration.
     let key_line = read(certs.key_path()).lines().nth(1).unwrap().to_owned();
-    terminate(&child);
+    postern_testkit::sigterm(&child);
     assert_eq!(child.wait().await.unwrap().code(), Some(0));
     let log = std::fs::read_to_string(&log).unwrap();
     assert!(!log.contains(&key_line), "{log}");
@@ -209,7 +207,7 @@ async fn rediss_with_a_private_ca() {
         .command(&["SMEMBERS", "postern:{replicas}:ids"])
         .unwrap();
     assert!(replicas.iter().any(|r| r == replica), "{replicas:?}");
-    terminate(&child);
+    postern_testkit::sigterm(&child);
     assert_eq!(child.wait().await.unwrap().code(), Some(0));
 
     // Without it the server's certificate is not trusted: a clear start-up error.
@@ -328,16 +326,10 @@ async fn ecs_desired_status_stopped_drains_without_a_signal() {
     assert!(status.contains(" 200 "), "{status}");
 
     metadata.desired.send_replace("STOPPED");
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-        .await
-        .expect("drains and exits within 20 s of STOPPED, without a signal")
-        .unwrap();
-    let log = std::fs::read_to_string(&log).unwrap();
-    assert_eq!(status.code(), Some(0), "{status}: {log}");
+    let log = drained(&mut child, &log, "STOPPED, without a signal").await;
     for expected in [
         "cannot read the ECS task metadata",
         "ECS is stopping this task",
-        "\"draining\"",
     ] {
         assert!(log.contains(expected), "no {expected:?} in {log}");
     }

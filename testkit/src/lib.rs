@@ -91,3 +91,13 @@ pub async fn echo_once(port: SocketAddr, message: &[u8]) {
     socket.read_to_end(&mut reply).await.unwrap();
     assert_eq!(reply, message);
 }
+
+/// Sends SIGTERM to `child`, as ECS, Kubernetes or a supervisor would.
+pub fn sigterm(child: &tokio::process::Child) {
+    let pid = child.id().expect("the process is running").to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("running kill");
+    assert!(sent.success(), "kill -TERM {pid} failed");
+}
